@@ -1,0 +1,52 @@
+"""`genesis-train`: every TrainConfig field is an option; a TOML file (--config) sets defaults under them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from genesis_train.config import ConfigError, TrainConfig, build_config, fields_by_name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genesis-train",
+        description="Train a Genesis (Micro-Llama) model on Bible text. Precedence: defaults < --config TOML < "
+                    "command-line options. Without --bible-dir or --text-file the built-in public-domain corpus "
+                    "(ASV, KJV, WEB from the pythonbible packages) is used, offline.",
+    )
+    parser.add_argument("--config", metavar="TOML", help="TOML file of options (e.g. configs/cpu.toml)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = type(f.default) if f.default is not None else str
+        # default=None here so that only options actually given override the TOML file.
+        kwargs = {"help": f"{f.metadata['help']} (default: {f.default})", "default": None, "dest": f.name}
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        else:
+            parser.add_argument(flag, type=kind, metavar=f.name.upper(), choices=f.metadata.get("choices"), **kwargs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    toml_path = args.pop("config")
+    try:
+        cfg = build_config(toml_path, {k: v for k, v in args.items() if k in fields_by_name()})
+        from genesis_train.trainer import train  # heavy imports only once the options are known to be good
+
+        train(cfg)
+    except ConfigError as e:
+        print(f"genesis-train: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ngenesis-train: interrupted; the last complete checkpoint is kept (resume with --resume)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Metrics of a run: one JSON object a line in `<run>/metrics.jsonl`, and a progress line on the terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+
+class MetricsLog:
+    """Appends records to metrics.jsonl. On resume, records past the resumed step are dropped first, so
+    the file tells one consistent history even after a crash between a log line and a checkpoint."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            path.write_text("")
+        elif path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        self._file = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Progress:
+    """A one-line progress display: redrawn in place on a terminal, printed as plain lines otherwise."""
+
+    def __init__(self, total: int, start: int = 0, enabled: bool = True, stream: TextIO = sys.stderr):
+        self.total, self.start, self.enabled, self.stream = total, start, enabled, stream
+        self.tty = stream.isatty()
+        self.t0 = time.perf_counter()
+
+    def update(self, step: int, text: str) -> None:
+        if not self.enabled:
+            return
+        done = step - self.start
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / done * (self.total - step) if done else 0.0
+        line = f"step {step}/{self.total} {100 * step / self.total:5.1f}% | {text} | {elapsed:6.0f}s, eta {eta:5.0f}s"
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()

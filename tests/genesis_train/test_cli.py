@@ -1,0 +1,27 @@
+import dataclasses
+import subprocess
+import sys
+
+from genesis_train.cli import build_parser, main
+from genesis_train.config import TrainConfig
+
+
+def test_help_documents_every_option():
+    text = build_parser().format_help()
+    for f in dataclasses.fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in text
+        assert f.metadata["help"].split()[0] in text
+
+
+def test_user_mistake_is_one_line_and_exit_2(capsys):
+    assert main(["--steps", "-3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["genesis-train: error: --steps must be a positive integer, got -3"]
+
+
+def test_console_script_bad_mode_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "genesis_train.cli", "--mode", "nope", "--steps", "1",
+                           "--out-dir", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "--mode 'nope' is not a preset" in proc.stderr

@@ -1,0 +1,37 @@
+import math
+
+import pytest
+import torch
+
+from genesis_train.config import TrainConfig
+from genesis_train.optim import build_optimizer, build_scheduler, lr_factor
+
+
+def test_schedule_warmup_then_cosine_to_min_lr():
+    cfg = TrainConfig(steps=110, warmup_steps=10, lr=1e-3, min_lr=1e-4)
+    assert lr_factor(0, cfg) == pytest.approx(1 / 11)
+    assert lr_factor(9, cfg) == pytest.approx(10 / 11)
+    assert lr_factor(10, cfg) == pytest.approx(1.0)
+    # halfway through the decay the cosine is at its midpoint between peak and floor
+    assert lr_factor(60, cfg) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(110, cfg) == pytest.approx(0.1)
+    assert lr_factor(500, cfg) == pytest.approx(0.1)
+
+
+def test_scheduler_drives_optimizer_lr():
+    cfg = TrainConfig(steps=20, warmup_steps=0, lr=0.5, min_lr=0.0)
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg)
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 10 / 20)))
+
+
+def test_weight_decay_only_on_matrices_not_embeddings_or_norms():
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    opt = build_optimizer(model, TrainConfig(weight_decay=0.1))
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    assert opt.param_groups[0]["weight_decay"] == 0.1 and opt.param_groups[1]["weight_decay"] == 0.0
+    assert decayed == {id(model[1].weight)}
