@@ -1,0 +1,81 @@
+"""Readers for Bible text files: one module per format, one entry point, :func:`read_bible_file`.
+
+A reader returns the verses that have text, as parallel lists of canonical verse keys (see
+:mod:`genesis_data.canon`) and cleaned verse texts, in file order. Blank and whitespace-only verses are
+dropped, so ``len(keys)`` is the file's "verses with text".
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from genesis_data.canon import book_number
+
+# Bump when parsing or cleaning changes, so cached parses are rebuilt.
+READER_VERSION = "1"
+
+
+class BibleFormatError(ValueError):
+    """A file in a known format breaks that format; the message names the file, the line and what was expected."""
+
+
+@dataclass
+class ParsedBible:
+    format: str
+    keys: list[int]
+    texts: list[str]
+
+
+def format_error(path: Path, line: int | str, expected: str, found: str) -> BibleFormatError:
+    shown = found if len(found) <= 60 else found[:57] + "..."
+    return BibleFormatError(f"{path}:{line}: expected {expected}, found {shown!r}")
+
+
+def resolve_book(name: str, path: Path, line: int | str) -> int:
+    number = book_number(name)
+    if number is None:
+        raise format_error(path, line, "a known book name", name)
+    return number
+
+
+_SPACES = re.compile(r"\s+")
+# Unbound Bible metadata glued to the last verse of some files ("#THE UNBOUND BIBLE (www.unboundbible.org) #name ...").
+_UNBOUND_TRAILER = re.compile(r"\s*#THE UNBOUND BIBLE\b.*$", re.DOTALL)
+
+
+def clean_verse(text: str) -> str:
+    """Verse text as the model should see it: HTML entities decoded, file metadata cut off, every run of
+    whitespace (tabs, U+3000, no-break spaces, literal "\\t" escapes) one space, no space at either end.
+    Editorial marks that belong to the edition ({gloss}, [added], ¶) are kept."""
+    if "&" in text:
+        text = html.unescape(text)
+    if "#THE UNBOUND BIBLE" in text:
+        text = _UNBOUND_TRAILER.sub("", text)
+    if "\\t" in text:
+        text = text.replace("\\t", " ")
+    return _SPACES.sub(" ", text).strip()
+
+
+def decode_text(path: Path, raw: bytes) -> str:
+    """UTF-8 with or without a BOM; CRLF is left to ``str.splitlines``."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise BibleFormatError(f"{path}:{line}: expected UTF-8 text, found undecodable bytes") from None
+
+
+def read_bible_file(path: Path, raw: bytes | None = None) -> ParsedBible | None:
+    """Parse one translation file; None when its format is unknown (the caller warns and skips it)."""
+    from genesis_data.readers import ebible, scrollmapper_csv, scrollmapper_json, scrollmapper_txt
+
+    path = Path(path)
+    text = decode_text(path, path.read_bytes() if raw is None else raw)
+    for reader in (scrollmapper_txt, scrollmapper_csv, scrollmapper_json, ebible):
+        if reader.detect(path, text):
+            keys, texts = reader.parse(path, text)
+            return ParsedBible(reader.FORMAT, keys, texts)
+    return None
