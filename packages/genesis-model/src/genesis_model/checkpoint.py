@@ -1,0 +1,116 @@
+"""Checkpoint directories: config.json + model.safetensors (+ tokenizer.json). Loading never unpickles.
+
+config.json records which class was saved (GenesisLM or MultiTaskModel) and its ModelConfig; load_pretrained
+rebuilds that class on the meta device (no wasted initialization) and adopts the stored tensors. Every way a
+directory can be wrong ends in a CheckpointError whose one-line message names the file at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig
+from .heads import MultiTaskModel
+from .model import GenesisLM, RotaryEmbedding
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+FORMAT_VERSION = 1
+MODEL_CLASSES = {cls.__name__: cls for cls in (GenesisLM, MultiTaskModel)}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory or file that cannot be loaded; the message names the file."""
+
+
+def save_pretrained(model: GenesisLM | MultiTaskModel, directory: str | os.PathLike,
+                    tokenizer_file: str | os.PathLike | None = None) -> Path:
+    """Write config.json, model.safetensors and (when given) a copy of the tokenizer file into `directory`."""
+    name = type(model).__name__
+    if name not in MODEL_CLASSES:
+        raise TypeError(f"save_pretrained: expected one of {', '.join(MODEL_CLASSES)}, got {name}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
+    # Write then rename, so an interrupted save never leaves a truncated file under the real name.
+    partial = directory / (WEIGHTS_FILE + ".partial")
+    save_file(tensors, partial, metadata={"format": "pt"})
+    os.replace(partial, directory / WEIGHTS_FILE)
+    meta = {"format_version": FORMAT_VERSION, "model_class": name, "config": model.config.to_dict()}
+    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    if tokenizer_file is not None:
+        tokenizer_file = Path(tokenizer_file)
+        if not tokenizer_file.is_file():
+            raise FileNotFoundError(f"{tokenizer_file}: tokenizer file not found")
+        target = directory / TOKENIZER_FILE
+        if not target.exists() or not target.samefile(tokenizer_file):
+            shutil.copyfile(tokenizer_file, target)
+    return directory
+
+
+def read_config(directory: str | os.PathLike) -> tuple[type, ModelConfig]:
+    """The saved class and ModelConfig of a checkpoint directory, from config.json alone."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint directory not found")
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; a checkpoint directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path}: no 'config' object; was it written by genesis_model.save_pretrained?")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {meta.get('format_version')!r}, this genesis-model reads "
+                              f"{FORMAT_VERSION}")
+    cls = MODEL_CLASSES.get(meta.get("model_class"))
+    if cls is None:
+        raise CheckpointError(f"{path}: model_class {meta.get('model_class')!r} is not one of "
+                              f"{', '.join(MODEL_CLASSES)}")
+    try:
+        return cls, ModelConfig.from_dict(meta["config"], source=str(path))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: {error}" if str(path) not in str(error) else str(error)) from None
+
+
+def load_pretrained(directory: str | os.PathLike, *, device: str | torch.device = "cpu",
+                    dtype: torch.dtype | None = None) -> GenesisLM | MultiTaskModel:
+    """The model class that was saved, in eval mode, on `device`, in `dtype` (default: as stored)."""
+    cls, config = read_config(directory)
+    path = Path(directory) / WEIGHTS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; a checkpoint directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        tensors = load_file(path, device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{path}: unreadable safetensors file, truncated or corrupt ({message})") from None
+
+    with torch.device("meta"):
+        model = cls(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(unexpected[:3])}"
+        raise CheckpointError(f"{path}: tensors do not match {CONFIG_FILE} ({detail})")
+    for key, tensor in tensors.items():
+        if tensor.shape != expected[key].shape:
+            raise CheckpointError(f"{path}: tensor {key} has shape {tuple(tensor.shape)} but {CONFIG_FILE} "
+                                  f"describes {tuple(expected[key].shape)}")
+    model.load_state_dict(tensors, strict=True, assign=True)
+    for module in model.modules():
+        if isinstance(module, RotaryEmbedding):
+            module.reset_parameters(device)
+    stored_dtype = next(iter(tensors.values())).dtype
+    return model.to(dtype=dtype or stored_dtype).eval()

@@ -1,0 +1,207 @@
+"""Model configuration, the named presets, and the parameter / memory arithmetic behind `genesis-model presets`.
+
+Everything here is plain Python (no torch) so the numbers can be printed for a 1B-parameter preset without
+building it; tests check them against `sum(p.numel())` of instantiated models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+NORM_POSITIONS = ("deepnorm", "prenorm")
+
+
+def swiglu_hidden_size(d_model: int) -> int:
+    """The Llama rule: 8/3 of the width (keeps a SwiGLU MLP at the FLOPs of a 4x GELU MLP), rounded up to 16."""
+    return -(-8 * d_model // (3 * 16)) * 16
+
+
+@dataclass
+class ModelConfig:
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 4
+    n_kv_heads: int | None = None  # None: one key/value head per query head; fewer: grouped-query attention
+    d_mlp: int | None = None  # None: swiglu_hidden_size(d_model)
+    vocab_size: int = 8192
+    max_seq_len: int = 256
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    norm_position: str = "deepnorm"  # "deepnorm": x <- Norm(alpha * x + f(x)); "prenorm": x <- x + f(Norm(x))
+    tie_embeddings: bool = True
+    gradient_checkpointing: bool = False
+    init_std: float = 0.02  # token embeddings (both norm positions) and pre-norm linear layers
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.d_mlp is None:
+            self.d_mlp = swiglu_hidden_size(self.d_model)
+        for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp", "vocab_size", "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"ModelConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"ModelConfig: n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"ModelConfig: head_dim={self.head_dim} must be even for rotary embeddings")
+        if self.norm_position not in NORM_POSITIONS:
+            raise ValueError(f"ModelConfig.norm_position must be one of {NORM_POSITIONS}, got {self.norm_position!r}")
+
+    # -- derived shapes -------------------------------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+    @property
+    def deepnorm_alpha(self) -> float:
+        """Residual up-weighting of DeepNet's decoder-only case, (2N)^(1/4); 1 (a plain residual) for pre-norm."""
+        return (2 * self.n_layers) ** 0.25 if self.norm_position == "deepnorm" else 1.0
+
+    @property
+    def deepnorm_beta(self) -> float:
+        """DeepNet's init gain for the MLP, value and output projections, (8N)^(-1/4)."""
+        return (8 * self.n_layers) ** -0.25
+
+    # -- construction and serialization ---------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "ModelConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        return dataclasses.replace(PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown model config field(s) {', '.join(unknown)}")
+        return cls(**data)
+
+    # -- parameter arithmetic -------------------------------------------------------------------------------------
+    def layer_parameters(self) -> int:
+        d = self.d_model
+        attention = d * (d + 2 * self.kv_dim) + d * d  # fused q/k/v, output projection
+        mlp = d * 2 * self.d_mlp + self.d_mlp * d  # fused gate/up, down projection
+        norms = 2 * d
+        return attention + mlp + norms
+
+    def num_parameters(self) -> int:
+        """Parameters of GenesisLM (no task heads)."""
+        embedding = self.vocab_size * self.d_model
+        lm_head = 0 if self.tie_embeddings else self.vocab_size * self.d_model
+        final_norm = self.d_model if self.norm_position == "prenorm" else 0
+        return embedding + self.n_layers * self.layer_parameters() + final_norm + lm_head
+
+    def head_parameters(self) -> int:
+        """Parameters MultiTaskModel adds: a coherence logit (with bias) and two d x d embedding projections."""
+        d = self.d_model
+        return (d + 1) + 2 * d * d
+
+
+# The seed shapes (layers, width, heads) from the original design, plus two CPU-sized presets.
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(d_model=256, n_layers=6, n_heads=4, max_seq_len=256),
+    "small": ModelConfig(d_model=512, n_layers=8, n_heads=8, max_seq_len=512),
+    **{
+        name: ModelConfig(d_model=width, n_layers=layers, n_heads=heads, max_seq_len=1024)
+        for name, (layers, width, heads) in {
+            "deep_narrow_32": (32, 640, 10),
+            "deep_narrow_40": (40, 768, 12),
+            "deep_narrow_48": (48, 896, 14),
+            "deep_narrow_60": (60, 768, 12),
+            "theos_small": (80, 1024, 16),
+            "deep_narrow_100": (100, 1024, 16),
+            "microscope": (12, 768, 12),
+            "tower_of_truth": (144, 288, 12),
+            "high_res_arbiter": (24, 1024, 16),
+        }.items()
+    },
+}
+
+
+# -- training memory estimate -----------------------------------------------------------------------------------
+GiB = 1024**3
+ADAMW_BYTES_PER_PARAM = 8  # two fp32 moments
+CUDA_CONTEXT_BYTES = 1 * GiB  # CUDA context, allocator slack and kernels' workspaces, a round allowance
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """Estimated peak bytes of one bf16-autocast training step with fp32 weights and AdamW."""
+
+    weights: int
+    grads: int
+    adamw: int
+    activations: int
+    activations_checkpointed: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.grads + self.adamw + self.activations
+
+    @property
+    def total_checkpointed(self) -> int:
+        return self.weights + self.grads + self.adamw + self.activations_checkpointed
+
+
+def activation_elements_per_token_per_layer(cfg: ModelConfig) -> int:
+    """Tensors one block keeps for backward, counted per token (elements, stored in bf16 under autocast).
+
+    Attention: the block input, q/k/v, the attention output (plus a row's log-sum-exp, negligible), the output
+    projection's result that enters the residual norm. MLP: its input, gate and up, the SwiGLU product, the down
+    projection's result. The two norms keep their inputs (x and f(x)) and their outputs feed the next sublayer.
+    """
+    d, kv, m = cfg.d_model, cfg.kv_dim, cfg.d_mlp
+    attention = d + (d + 2 * kv) + d + d
+    mlp = d + 2 * m + m + d
+    return attention + mlp
+
+
+def training_memory(cfg: ModelConfig, batch_size: int, seq_len: int, with_heads: bool = True) -> TrainingMemory:
+    params = cfg.num_parameters() + (cfg.head_parameters() if with_heads else 0)
+    tokens = batch_size * seq_len
+    bf16 = 2
+    per_layer = activation_elements_per_token_per_layer(cfg) * tokens * bf16
+    # Logits in bf16 plus the fp32 copy cross-entropy makes of them (and its gradient, same shape).
+    logits = tokens * cfg.vocab_size * (bf16 + 4 + 4)
+    embeddings = tokens * cfg.d_model * 4
+    activations = cfg.n_layers * per_layer + logits + embeddings
+    # With checkpointing only each block's input survives the forward; one block is recomputed at a time.
+    checkpointed = cfg.n_layers * tokens * cfg.d_model * bf16 + per_layer + logits + embeddings
+    return TrainingMemory(
+        weights=4 * params,
+        grads=4 * params,
+        adamw=ADAMW_BYTES_PER_PARAM * params,
+        activations=activations,
+        activations_checkpointed=checkpointed,
+    )
+
+
+def fits_in(memory: TrainingMemory, gpu_bytes: int) -> str:
+    """'yes', 'with checkpointing' or 'no' for a GPU of that many bytes, after the CUDA context allowance."""
+    budget = gpu_bytes - CUDA_CONTEXT_BYTES
+    if memory.total <= budget:
+        return "yes"
+    if memory.total_checkpointed <= budget:
+        return "ckpt"
+    return "no"
+
+
+def parameters_human(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def bytes_human(n: float) -> str:
+    return f"{n / GiB:.2f} GiB" if n >= GiB / 10 else f"{n / 1024**2:.0f} MiB"
+

@@ -1,0 +1,239 @@
+"""GenesisLM: a Llama-style decoder (RoPE, SwiGLU, RMSNorm) with DeepNorm residuals, read top to bottom.
+
+Shapes: B batch, T tokens, H query heads, K key/value heads, D head size, d width, V vocabulary.
+Training runs attention through `genesis_kernels.flash_attention` (causal, no mask: batches are right-padded, so
+real tokens never see padding). Incremental decoding writes into a static `KVCache` and calls SDPA with a mask
+sliced from tensors built once per generation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from genesis_kernels import flash_attention, residual_norm, swiglu
+
+from .config import ModelConfig
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables for every position up to max_seq_len, built once (non-persistent buffers, never saved)."""
+
+    def __init__(self, head_dim: int, max_seq_len: int, theta: float):
+        super().__init__()
+        self.head_dim, self.max_seq_len, self.theta = head_dim, max_seq_len, theta
+        self.register_buffer("cos", torch.empty(max_seq_len, head_dim), persistent=False)
+        self.register_buffer("sin", torch.empty(max_seq_len, head_dim), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self, device: torch.device | str | None = None) -> None:
+        """(Re)build the tables; a checkpoint loaded onto a meta-initialized model calls this with its device."""
+        device = self.cos.device if device is None else device
+        if torch.device(device).type == "meta":
+            return
+        # float64 angles: position * frequency loses digits in fp32 at long contexts.
+        inv_freq = self.theta ** -(torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim)
+        angles = torch.outer(torch.arange(self.max_seq_len, dtype=torch.float64), inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)
+        self.cos = angles.cos().to(device=device, dtype=torch.float32)
+        self.sin = angles.sin().to(device=device, dtype=torch.float32)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, T, heads, D) by position; cos/sin broadcast as (T, 1, D) or (B, T, 1, D). Half-split layout."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return (x * cos + torch.cat((-x2, x1), dim=-1) * sin).type_as(x)
+
+
+class KVCache:
+    """Pre-allocated keys and values of every layer for incremental decoding.
+
+    Prompts of different lengths are left-padded: all rows then write to the same cache slot at every step.
+    `key_padding` (B, max_len), True on padding, masks those slots; each row's rotary positions start at its
+    first real token, so a padded row computes exactly what it would alone.
+    """
+
+    def __init__(self, config: ModelConfig, batch_size: int, max_len: int, *, device=None, dtype=None,
+                 left_padding: torch.Tensor | None = None):
+        if max_len > config.max_seq_len:
+            raise ValueError(f"KVCache: {max_len} positions exceed the model's max_seq_len={config.max_seq_len}")
+        shape = (config.n_layers, batch_size, config.n_kv_heads, max_len, config.head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.groups = config.n_heads // config.n_kv_heads
+        self.length = 0
+        self._mask: torch.Tensor | None = None
+        self._is_causal = False
+        if left_padding is None or not bool(left_padding.any()):
+            self.valid_keys = self.positions = None
+        else:
+            left_padding = left_padding.to(device)
+            slots = torch.arange(max_len, device=device)
+            self.valid_keys = slots[None, :] >= left_padding[:, None]  # (B, max_len)
+            self.positions = (slots[None, :] - left_padding[:, None]).clamp(min=0)  # (B, max_len)
+
+    def rotary_tables(self, rope: RotaryEmbedding, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin for the next T tokens, and the attention mask they will need (the same in every layer)."""
+        start, end = self.length, self.length + T
+        if end > self.keys.shape[3]:
+            raise ValueError(f"KVCache: {end} positions exceed the {self.keys.shape[3]} allocated")
+        self._is_causal = self.valid_keys is None and start == 0 and T > 1
+        if self.valid_keys is None:
+            # Unpadded: a single query sees every cached key; a prompt chunk after the start needs a causal tail.
+            self._mask = None if (T == 1 or start == 0) else self._causal_tail(start, T)
+            return rope.cos[start:end, None], rope.sin[start:end, None]
+        valid = self.valid_keys[:, None, None, :end]
+        if T > 1:
+            # A padding query sees no valid key: letting it see itself keeps its (unused) output finite.
+            own = torch.arange(end, device=valid.device) == torch.arange(start, end, device=valid.device)[:, None]
+            valid = (valid | own) & self._causal_tail(start, T)
+        self._mask = valid
+        positions = self.positions[:, start:end]
+        return rope.cos[positions][:, :, None], rope.sin[positions][:, :, None]
+
+    def _causal_tail(self, start: int, T: int) -> torch.Tensor:
+        keys = torch.arange(start + T, device=self.keys.device)
+        return keys[None, :] <= torch.arange(start, start + T, device=self.keys.device)[:, None]
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Store this step's (B, K, T, D) keys/values and attend the (B, H, T, D) queries over the whole prefix."""
+        start, end = self.length, self.length + q.shape[2]
+        self.keys[layer, :, :, start:end] = k
+        self.values[layer, :, :, start:end] = v
+        keys, values = self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+        if self.groups > 1:
+            keys, values = keys.repeat_interleave(self.groups, 1), values.repeat_interleave(self.groups, 1)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self._mask, is_causal=self._is_causal)
+
+    def advance(self, T: int) -> None:
+        self.length += T
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+        self.qkv = nn.Linear(config.d_model, config.d_model + 2 * config.kv_dim, bias=False)
+        self.out = nn.Linear(config.d_model, config.d_model, bias=False)
+
+    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, _ = x.shape
+        qkv = self.qkv(x).view(B, T, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
+        q, k, v = qkv.split([self.n_heads, self.n_kv_heads, self.n_kv_heads], dim=2)
+        q = apply_rotary(q, cos, sin).transpose(1, 2)
+        k = apply_rotary(k, cos, sin).transpose(1, 2)
+        v = v.transpose(1, 2)
+        if cache is None:
+            y = flash_attention(q, k, v, causal=True)
+        else:
+            y = cache.attend(layer, q, k, v)
+        return self.out(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate_up = nn.Linear(config.d_model, 2 * config.d_mlp, bias=False)
+        self.down = nn.Linear(config.d_mlp, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(swiglu(gate, up))
+
+
+class Block(nn.Module):
+    """DeepNorm: x <- RMSNorm(alpha * x + f(x)) through the fused kernel. Pre-norm: x <- x + f(RMSNorm(x))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.attn = Attention(config)
+        self.mlp = MLP(config)
+        self.attn_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.mlp_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.deepnorm = config.norm_position == "deepnorm"
+        self.alpha, self.eps = config.deepnorm_alpha, config.norm_eps
+
+    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        if self.deepnorm:
+            x = residual_norm(x, self.attn(x, cos, sin, cache, layer), self.attn_norm.weight,
+                              alpha=self.alpha, eps=self.eps)
+            return residual_norm(x, self.mlp(x), self.mlp_norm.weight, alpha=self.alpha, eps=self.eps)
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, layer)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class GenesisLM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        # A post-norm (DeepNorm) block already ends in a norm; only the pre-norm stream needs a final one.
+        self.final_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps) if config.norm_position == "prenorm" \
+            else nn.Identity()
+        self.lm_head = None if config.tie_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.rope = RotaryEmbedding(config.head_dim, config.max_seq_len, config.rope_theta)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """DeepNet init (xavier; gain beta on the MLP, value and output projections) or GPT-2 style for pre-norm."""
+        cfg = self.config
+        nn.init.normal_(self.embed.weight, std=cfg.init_std)
+        if self.lm_head is not None:
+            nn.init.normal_(self.lm_head.weight, std=cfg.init_std)
+        for block in self.blocks:
+            block.attn_norm.reset_parameters()
+            block.mlp_norm.reset_parameters()
+            q, k, v = block.attn.qkv.weight.split([cfg.d_model, cfg.kv_dim, cfg.kv_dim], dim=0)
+            gate, up = block.mlp.gate_up.weight.chunk(2, dim=0)
+            if cfg.norm_position == "deepnorm":
+                # Slices of the fused weights get the fans of the separate projections they stand for.
+                for weight in (q, k):
+                    nn.init.xavier_normal_(weight, gain=1.0)
+                for weight in (v, block.attn.out.weight, gate, up, block.mlp.down.weight):
+                    nn.init.xavier_normal_(weight, gain=cfg.deepnorm_beta)
+            else:
+                nn.init.normal_(block.attn.qkv.weight, std=cfg.init_std)
+                nn.init.normal_(block.mlp.gate_up.weight, std=cfg.init_std)
+                for weight in (block.attn.out.weight, block.mlp.down.weight):
+                    nn.init.normal_(weight, std=cfg.init_std / (2 * cfg.n_layers) ** 0.5)
+        if isinstance(self.final_norm, nn.RMSNorm):
+            self.final_norm.reset_parameters()
+
+    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, d) final normalized hidden states (the input of the LM head and the pooler)."""
+        T = input_ids.shape[1]
+        if cache is None:
+            if T > self.config.max_seq_len:
+                raise ValueError(f"GenesisLM: {T} tokens exceed max_seq_len={self.config.max_seq_len}")
+            cos, sin = self.rope.cos[:T, None], self.rope.sin[:T, None]
+        else:
+            cos, sin = cache.rotary_tables(self.rope, T)
+        x = self.embed(input_ids)
+        recompute = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        for layer, block in enumerate(self.blocks):
+            if recompute:
+                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, cache, layer)
+        if cache is not None:
+            cache.advance(T)
+        return self.final_norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight = self.embed.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(hidden, weight)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.hidden_states(input_ids))
+
+    @classmethod
+    def from_pretrained(cls, directory, **kwargs) -> "GenesisLM":
+        """The language model of a checkpoint directory, whether it was saved bare or inside a MultiTaskModel."""
+        from .checkpoint import load_pretrained
+
+        model = load_pretrained(directory, **kwargs)
+        return getattr(model, "lm", model)
