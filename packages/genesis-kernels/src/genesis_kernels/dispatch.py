@@ -1,0 +1,201 @@
+"""Which backend serves a call, and the public ops that route to it.
+
+Backends:
+- ``"triton"``: the kernels in :mod:`genesis_kernels.kernels`, compiled for CUDA tensors, or run by the Triton
+  interpreter on CPU tensors when ``TRITON_INTERPRET=1`` was set before the kernels were imported.
+- ``"torch"``: :mod:`genesis_kernels.fallback` (SDPA and eager ops), which serves every call.
+
+``backend=None`` reads ``GENESIS_KERNELS_BACKEND`` (auto | triton | torch, default auto). ``auto`` takes the
+Triton path when it can serve the call and is the faster one on that GPU family (:data:`AUTO_PREFERENCE`),
+and the torch path otherwise, including while ``torch.compile`` traces (Inductor fuses the eager ops itself
+and keeps the graph whole). Forcing ``triton`` where it cannot serve the call raises :class:`BackendError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable
+
+import torch
+
+from . import fallback
+
+BACKEND_ENV = "GENESIS_KERNELS_BACKEND"
+BACKENDS = ("triton", "torch")
+_REQUESTS = ("auto",) + BACKENDS
+
+# The Triton kernels keep a whole row (residual_norm) in registers: wider rows go to the fallback.
+MAX_NORM_WIDTH = 16384
+MAX_ATTENTION_HEAD_DIM = 128
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+# auto's choice where both backends can serve a call, by op and GPU family; unlisted pairs take Triton.
+# On an H200 SDPA's default backend (cuDNN) ran causal attention at 362 TFLOP/s forward against 254 for a
+# plain FlashAttention-2 style Triton kernel, so Hopper keeps SDPA until `genesis-kernels bench` shows the
+# Triton kernel ahead there.
+AUTO_PREFERENCE = {
+    ("flash_attention", "sm_90"): "torch",
+}
+
+
+class BackendError(RuntimeError):
+    """A backend was forced that cannot serve the call."""
+
+
+def gpu_family(device: torch.device) -> str:
+    """The launch-config family of ``device``: "sm_75", "sm_8x", "sm_90" (Hopper and newer), or
+    "interpreter" for CPU tensors run by the Triton interpreter."""
+    if device.type != "cuda":
+        return "interpreter"
+    major, minor = _capability(device.index)
+    if major >= 9:
+        return "sm_90"
+    return "sm_8x" if major == 8 else "sm_75"
+
+
+@functools.cache
+def _capability(index: int | None) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+@functools.cache
+def _triton_state() -> tuple[str | None, bool]:
+    """(why Triton cannot run at all or None, whether the kernels were built for the interpreter)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "Triton is not installed (pip install 'genesis-kernels[triton]')", False
+    from triton.runtime.interpreter import InterpretedFunction
+
+    # triton.jit reads TRITON_INTERPRET when a kernel is defined, so the kernels themselves say which they are.
+    from .kernels.swiglu import swiglu_forward_kernel
+    return None, isinstance(swiglu_forward_kernel, InterpretedFunction)
+
+
+def _device_reason(device: torch.device) -> str | None:
+    """Why the Triton backend cannot run on ``device``, or None."""
+    missing, interpreted = _triton_state()
+    if missing:
+        return missing
+    if device.type == "cpu":
+        if not interpreted:
+            return "CPU tensors run the Triton kernels only under the interpreter: set TRITON_INTERPRET=1 " \
+                   "before importing genesis_kernels"
+        return None
+    if device.type == "cuda":
+        if interpreted:
+            return "TRITON_INTERPRET=1 built the kernels for the interpreter: unset it to run them on CUDA"
+        if _capability(device.index) < (7, 5):
+            return f"the Triton kernels need compute capability 7.5 or newer, this GPU is sm_" \
+                   f"{''.join(map(str, _capability(device.index)))}"
+        return None
+    return f"the Triton kernels do not run on {device.type} tensors"
+
+
+def _dtype_reason(dtype: torch.dtype, device: torch.device, arithmetic_in_dtype: bool) -> str | None:
+    """Why the kernels cannot take ``dtype`` on ``device``; ``arithmetic_in_dtype`` marks kernels that multiply
+    in the input dtype (tensor-core dots) rather than upcasting to fp32 after the load."""
+    if dtype not in _KERNEL_DTYPES:
+        return f"dtype {dtype} is not one of float16, bfloat16, float32"
+    if dtype == torch.bfloat16 and arithmetic_in_dtype:
+        if device.type == "cpu":
+            return "the Triton interpreter computes bfloat16 dots wrongly: use float16/float32 on the CPU"
+        if gpu_family(device) == "sm_75":
+            return "sm_75 (Turing) has no bfloat16 tensor cores: use float16, or backend='torch'"
+    return None
+
+
+def available_backends(device: torch.device | str | None = None) -> list[str]:
+    """Backends that can run on ``device`` (default: the current CUDA device if any, else the CPU)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    names = ["triton"] if _device_reason(device) is None else []
+    return names + ["torch"]
+
+
+def _requested_backend(backend: str | None) -> str:
+    if backend is None:
+        backend = os.environ.get(BACKEND_ENV, "auto")
+        if backend not in _REQUESTS:
+            raise ValueError(f"{BACKEND_ENV}={backend!r} is not one of {', '.join(_REQUESTS)}: "
+                             "set it to one of them or unset it")
+    elif backend not in _REQUESTS:
+        raise ValueError(f"backend={backend!r} is not one of {', '.join(_REQUESTS)} (or None for "
+                         f"${BACKEND_ENV})")
+    return backend
+
+
+def select_backend(op: str, backend: str | None, device: torch.device,
+                   case_reason: Callable[[], str | None]) -> str:
+    """The backend that runs ``op``; ``case_reason`` says why Triton cannot serve this particular call."""
+    requested = _requested_backend(backend)
+    if requested == "torch":
+        return "torch"
+    if requested == "auto" and torch.compiler.is_compiling():
+        return "torch"
+    reason = _device_reason(device) or case_reason()
+    if requested == "triton":
+        if reason is not None:
+            raise BackendError(f"{op}: backend 'triton' cannot serve this call: {reason}")
+        return "triton"
+    if reason is not None:
+        return "torch"
+    return AUTO_PREFERENCE.get((op, gpu_family(device)), "triton")
+
+
+def _attention_reason(q: torch.Tensor) -> str | None:
+    if q.shape[-1] > MAX_ATTENTION_HEAD_DIM:
+        return f"head_dim {q.shape[-1]} is above {MAX_ATTENTION_HEAD_DIM}"
+    device_type = q.device.type
+    # Under autocast the kernels see autocast's dtype, as SDPA would.
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else q.dtype
+    return _dtype_reason(dtype, q.device, arithmetic_in_dtype=True)
+
+
+def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
+                    softmax_scale: float | None = None, *, backend: str | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale [+ causal mask]) v on (batch, heads, seq, head_dim) tensors.
+
+    k and v may have fewer heads than q (grouped-query attention). With ``causal`` and fewer queries than
+    keys, the queries are the last ones: query i sees key j iff j <= i + (k_len - q_len).
+    ``softmax_scale`` defaults to head_dim ** -0.5.
+    """
+    if select_backend("flash_attention", backend, q.device, lambda: _attention_reason(q)) == "torch":
+        return fallback.attention(q, k, v, causal, softmax_scale)
+    from .kernels.flash_attention import flash_attention_triton
+    return flash_attention_triton(q, k, v, causal, softmax_scale)
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+    """silu(gate) * up over any leading dims; gate and up may be strided views (halves of one projection)."""
+    def case_reason():
+        if gate.shape != up.shape or gate.dtype != up.dtype:
+            return f"gate {tuple(gate.shape)} {gate.dtype} and up {tuple(up.shape)} {up.dtype} differ " \
+                   "(the kernel does not broadcast or promote)"
+        return _dtype_reason(gate.dtype, gate.device, arithmetic_in_dtype=False)
+
+    if select_backend("swiglu", backend, gate.device, case_reason) == "torch":
+        return fallback.swiglu(gate, up)
+    from .kernels.swiglu import swiglu_triton
+    return swiglu_triton(gate, up)
+
+
+def residual_norm(x: torch.Tensor, fx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                  alpha: float = 1.0, eps: float = 1e-6, norm: str = "rms", *,
+                  backend: str | None = None) -> torch.Tensor:
+    """Norm(alpha * x + fx) over the last dim (RMSNorm, or LayerNorm with ``norm="layer"``), in x's dtype."""
+    def case_reason():
+        if x.shape != fx.shape or x.dtype != fx.dtype:
+            return f"x {tuple(x.shape)} {x.dtype} and fx {tuple(fx.shape)} {fx.dtype} differ"
+        if x.shape[-1] > MAX_NORM_WIDTH:
+            return f"width {x.shape[-1]} is above {MAX_NORM_WIDTH}"
+        return _dtype_reason(x.dtype, x.device, arithmetic_in_dtype=False)
+
+    if norm not in ("rms", "layer"):
+        raise ValueError(f"residual_norm: norm={norm!r} is not one of 'rms', 'layer'")
+    if select_backend("residual_norm", backend, x.device, case_reason) == "torch":
+        return fallback.residual_norm(x, fx, weight, bias, alpha, eps, norm)
+    from .kernels.residual_norm import residual_norm_triton
+    return residual_norm_triton(x, fx, weight, bias, alpha, eps, norm)

@@ -1,0 +1,80 @@
+"""Eager PyTorch versions of the three ops: what runs on CPUs, under ``GENESIS_KERNELS_BACKEND=torch``, and
+wherever the Triton kernels cannot serve a call.
+
+Each function is the plain PyTorch call and nothing more, so that it costs exactly what calling SDPA or the
+eager ops directly costs, traces under ``torch.compile(fullgraph=True)`` and follows autocast's rules.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# ``enable_gqa`` arrived in torch 2.5; older versions get the key/value heads repeated instead.
+_SDPA_HAS_GQA = torch.torch_version.TorchVersion(torch.__version__) >= (2, 5)
+
+
+def bottom_right_causal_mask(q_len: int, k_len: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Boolean (q_len, k_len) mask, True where query i may see key j, i.e. j <= i + (k_len - q_len).
+
+    This is FlashAttention >= 2.1's alignment: the last query sits at the last key, which is what a query
+    chunk appended to a KV prefix needs. SDPA's ``is_causal`` aligns the first query with the first key.
+    """
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=k_len - q_len)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
+              softmax_scale: float | None = None) -> torch.Tensor:
+    """SDPA on (batch, heads, seq, head_dim); bottom-right causal when q and k lengths differ; GQA."""
+    q_len, k_len = q.shape[-2], k.shape[-2]
+    extra = {}
+    if q.shape[-3] != k.shape[-3]:
+        if _SDPA_HAS_GQA:
+            extra["enable_gqa"] = True
+        else:
+            group = q.shape[-3] // k.shape[-3]
+            k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
+    if causal and q_len != k_len and q_len > 1:
+        if q_len > k_len:
+            raise ValueError(f"causal attention needs q_len <= k_len (got {q_len} queries, {k_len} keys): "
+                             "with bottom-right alignment the first queries would see no key")
+        mask = bottom_right_causal_mask(q_len, k_len, q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=softmax_scale, **extra)
+    # One query against a prefix sees every key: bottom-right causal is then no mask at all.
+    is_causal = causal and q_len == k_len
+    return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=softmax_scale, **extra)
+
+
+def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
+                    softmax_scale: float | None = None) -> torch.Tensor:
+    """Attention that materializes the (q_len, k_len) score matrix: the quadratic-memory baseline of
+    ``genesis-kernels bench`` and of the memory test."""
+    group = q.shape[-3] // k.shape[-3]
+    if group > 1:
+        k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
+    scale = softmax_scale if softmax_scale is not None else q.shape[-1] ** -0.5
+    scores = (q @ k.transpose(-2, -1)) * scale
+    if causal:
+        mask = bottom_right_causal_mask(q.shape[-2], k.shape[-2], q.device)
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up."""
+    return F.silu(gate) * up
+
+
+def residual_norm(x: torch.Tensor, fx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                  alpha: float = 1.0, eps: float = 1e-6, norm: str = "rms") -> torch.Tensor:
+    """Norm(alpha * x + fx) over the last dim, in x's dtype (DeepNorm's post-norm residual)."""
+    h = torch.add(fx, x, alpha=alpha)
+    if norm == "rms":
+        y = F.rms_norm(h, (h.shape[-1],), weight, eps)
+        if bias is not None:
+            y = y + bias
+    elif norm == "layer":
+        y = F.layer_norm(h, (h.shape[-1],), weight, bias, eps)
+    else:
+        raise ValueError(f"residual_norm: norm={norm!r} is not one of 'rms', 'layer'")
+    return y.to(x.dtype)

@@ -1,0 +1,1 @@
+"""Triton kernels. Importing any module here imports Triton; :mod:`genesis_kernels.dispatch` does so lazily."""
