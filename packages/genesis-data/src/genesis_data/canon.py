@@ -11,6 +11,7 @@ differently (JPS's Masoretic numbering, the Catholic-scheme files) misalign in t
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -146,6 +147,7 @@ def _build_index() -> dict[str, int]:
 _BOOK_NUMBER = _build_index()
 
 
+@functools.lru_cache(maxsize=4096)  # readers look up the same few names hundreds of thousands of times
 def book_number(name: str) -> int | None:
     """1-based position in ``BOOKS`` of a book named in any known spelling (English, OSIS, USFM,
     pythonbible), or None when the name is unknown."""
