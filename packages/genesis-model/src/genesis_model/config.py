@@ -155,36 +155,37 @@ class TrainingMemory:
         return self.weights + self.grads + self.adamw + self.activations_checkpointed
 
 
-def activation_elements_per_token_per_layer(cfg: ModelConfig) -> int:
-    """Tensors one block keeps for backward, counted per token (elements, stored in bf16 under autocast).
+def activation_bytes_per_token_per_layer(cfg: ModelConfig) -> int:
+    """Bytes one block keeps for backward per token under bf16 autocast (the residual stream stays fp32).
 
-    Attention: the block input, q/k/v, the attention output (plus a row's log-sum-exp, negligible), the output
-    projection's result that enters the residual norm. MLP: its input, gate and up, the SwiGLU product, the down
-    projection's result. The two norms keep their inputs (x and f(x)) and their outputs feed the next sublayer.
+    Counted from the tensors autograd saves (tests/genesis_model/test_config.py measures them): in bf16 the three
+    linear inputs, the q/k/v projection, the rotated q and k, the gate/up projection, silu(gate) and the SwiGLU
+    product; in fp32 four residual-stream tensors around the two norms, their 1/rms, and attention's per-head
+    log-sum-exp.
     """
     d, kv, m = cfg.d_model, cfg.kv_dim, cfg.d_mlp
-    attention = d + (d + 2 * kv) + d + d
-    mlp = d + 2 * m + m + d
-    return attention + mlp
+    bf16_elements = 3 * d + (d + 2 * kv) + (d + kv) + 4 * m
+    fp32_elements = 4 * d + 2 + cfg.n_heads
+    return 2 * bf16_elements + 4 * fp32_elements
 
 
 def training_memory(cfg: ModelConfig, batch_size: int, seq_len: int, with_heads: bool = True) -> TrainingMemory:
     params = cfg.num_parameters() + (cfg.head_parameters() if with_heads else 0)
     tokens = batch_size * seq_len
-    bf16 = 2
-    per_layer = activation_elements_per_token_per_layer(cfg) * tokens * bf16
-    # Logits in bf16 plus the fp32 copy cross-entropy makes of them (and its gradient, same shape).
-    logits = tokens * cfg.vocab_size * (bf16 + 4 + 4)
+    # Autocast keeps a bf16 copy of every matrix it casts (all but the norm weights) for the backward pass.
+    weight_copies = 2 * cfg.n_layers * (cfg.layer_parameters() - 2 * cfg.d_model)
+    # Logits in bf16, the fp32 log-softmax cross-entropy keeps, and the fp32 gradient of the logits.
+    logits = tokens * cfg.vocab_size * (2 + 4 + 4)
     embeddings = tokens * cfg.d_model * 4
-    activations = cfg.n_layers * per_layer + logits + embeddings
-    # With checkpointing only each block's input survives the forward; one block is recomputed at a time.
-    checkpointed = cfg.n_layers * tokens * cfg.d_model * bf16 + per_layer + logits + embeddings
+    blocks = cfg.n_layers * tokens * activation_bytes_per_token_per_layer(cfg) + weight_copies
+    # With checkpointing each block keeps only its fp32 input; one block at a time is recomputed in backward.
+    checkpointed = cfg.n_layers * tokens * cfg.d_model * 4 + tokens * activation_bytes_per_token_per_layer(cfg)
     return TrainingMemory(
         weights=4 * params,
         grads=4 * params,
         adamw=ADAMW_BYTES_PER_PARAM * params,
-        activations=activations,
-        activations_checkpointed=checkpointed,
+        activations=blocks + logits + embeddings,
+        activations_checkpointed=checkpointed + logits + embeddings,
     )
 
 
