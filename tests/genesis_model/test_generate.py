@@ -1,0 +1,123 @@
+import pytest
+import torch
+
+from genesis_model import GenesisLM, KVCache, MultiTaskModel, generate, sample_next
+
+
+def greedy_by_recomputing(model: GenesisLM, prompt: list[int], steps: int) -> list[int]:
+    """The reference: run the whole sequence through the model again for every new token."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(steps):
+            ids.append(model(torch.tensor([ids]))[0, -1].argmax().item())
+    return ids[len(prompt):]
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(norm_position="prenorm"), dict(n_kv_heads=2),
+                                       dict(tie_embeddings=False, n_kv_heads=1)],
+                         ids=["deepnorm", "prenorm", "gqa", "mqa-untied"])
+def test_greedy_with_cache_equals_recomputing_the_sequence(make_config, overrides):
+    model = GenesisLM(make_config(**overrides)).eval()
+    prompt = [5, 17, 3, 42, 8]
+    assert generate(model, [prompt], 20) == [greedy_by_recomputing(model, prompt, 20)]
+
+
+def test_batch_of_padded_prompts_equals_each_prompt_alone(make_config):
+    model = MultiTaskModel(make_config()).eval()
+    prompts = [[5, 17, 3, 42, 8, 9, 1], [7], [11, 12, 13]]
+    batched = generate(model, prompts, 12, pad_id=0)
+    assert batched == [generate(model, [prompt], 12)[0] for prompt in prompts]
+    assert batched == [greedy_by_recomputing(model.lm, prompt, 12) for prompt in prompts]
+
+
+def test_prefill_in_chunks_equals_one_prefill(make_config):
+    model = GenesisLM(make_config(n_kv_heads=2)).eval()
+    ids = torch.randint(0, 97, (2, 12))
+    with torch.no_grad():
+        whole = model.hidden_states(ids, KVCache(model.config, 2, 16))
+        cache = KVCache(model.config, 2, 16)
+        chunks = torch.cat([model.hidden_states(ids[:, :5], cache), model.hidden_states(ids[:, 5:], cache)], dim=1)
+    torch.testing.assert_close(chunks, whole)
+    torch.testing.assert_close(whole, model.hidden_states(ids))
+
+
+def test_stop_tokens_end_a_row_and_streaming_sees_every_token(make_config):
+    model = GenesisLM(make_config()).eval()
+    prompts = [[5, 17, 3], [9, 2]]
+    free = generate(model, prompts, 10)
+    stop = free[0][4]  # the fifth token of the first row becomes a stop token
+    streamed = {0: [], 1: []}
+    stopped = generate(model, prompts, 10, stop_tokens=[stop], on_token=lambda row, t: streamed[row].append(t))
+    for row in range(2):
+        cut = free[row].index(stop) if stop in free[row] else len(free[row])
+        assert stopped[row] == free[row][:cut]
+        assert streamed[row] == stopped[row]
+
+
+def test_sampling_is_reproducible_with_a_seed(make_config):
+    model = GenesisLM(make_config()).eval()
+    first = generate(model, [[1, 2, 3]] * 3, 15, temperature=1.0, top_k=20, top_p=0.9, seed=7)
+    assert first == generate(model, [[1, 2, 3]] * 3, 15, temperature=1.0, top_k=20, top_p=0.9, seed=7)
+    assert first != generate(model, [[1, 2, 3]] * 3, 15, temperature=1.0, top_k=20, top_p=0.9, seed=8)
+    assert len({tuple(row) for row in first}) > 1  # rows draw different samples
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy(make_config):
+    model = GenesisLM(make_config()).eval()
+    greedy = generate(model, [[4, 8, 15]], 10)
+    assert generate(model, [[4, 8, 15]], 10, temperature=1.5, top_k=1, seed=0) == greedy
+    assert generate(model, [[4, 8, 15]], 10, temperature=1.5, top_p=1e-6, seed=0) == greedy
+
+
+def test_sample_next_follows_the_filtered_distribution():
+    logits = torch.log(torch.tensor([[0.05, 0.4, 0.1, 0.3, 0.15]]))
+    generator = torch.Generator().manual_seed(0)
+    n = 20_000
+
+    def frequencies(**options):
+        draws = sample_next(logits.expand(n, -1), temperature=1.0, generator=generator, **options)
+        return torch.bincount(draws, minlength=5).double() / n
+
+    # top-k 3 keeps tokens 1, 3, 4; top-p 0.75 needs them too (0.4 + 0.3 < 0.75); top-p 0.65 keeps 1 and 3.
+    expected_top_k = torch.tensor([0, 0.4, 0, 0.3, 0.15], dtype=torch.float64) / 0.85
+    expected_top_p_small = torch.tensor([0, 0.4, 0, 0.3, 0], dtype=torch.float64) / 0.7
+    torch.testing.assert_close(frequencies(top_k=3), expected_top_k, atol=0.015, rtol=0)
+    torch.testing.assert_close(frequencies(top_p=0.75), expected_top_k, atol=0.015, rtol=0)
+    torch.testing.assert_close(frequencies(top_p=0.65), expected_top_p_small, atol=0.015, rtol=0)
+    assert sample_next(logits, temperature=0.0).item() == 1
+
+
+def test_temperature_sharpens_and_flattens():
+    logits = torch.log(torch.tensor([[0.6, 0.4]]))
+    generator = torch.Generator().manual_seed(0)
+    cold = sample_next(logits.expand(20_000, -1), temperature=0.5, generator=generator).double().mean()
+    # p ∝ p^(1/T): 0.4^2 / (0.6^2 + 0.4^2)
+    assert cold.item() == pytest.approx(0.16 / 0.52, abs=0.015)
+
+
+def test_bf16_weights_decode_like_bf16_recomputation(make_config):
+    model = GenesisLM(make_config()).eval().to(torch.bfloat16)
+    prompt = [5, 17, 3, 42]
+    tokens = generate(model, [prompt], 8)[0]
+    full = torch.tensor([prompt + tokens])
+    with torch.no_grad():
+        cache = KVCache(model.config, 1, full.shape[1], dtype=torch.bfloat16)
+        stepwise = torch.cat([model.hidden_states(full[:, :4], cache)] +
+                             [model.hidden_states(full[:, i:i + 1], cache) for i in range(4, full.shape[1])], dim=1)
+    assert model.embed.weight.dtype == torch.bfloat16 and len(tokens) == 8
+    torch.testing.assert_close(stepwise.float(), model.hidden_states(full).float(), atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(temperature=-1.0), "temperature must be >= 0"),
+    (dict(top_k=0), "top_k must be >= 1"),
+    (dict(top_p=1.5), "top_p must be in"),
+    (dict(max_new_tokens=0), "max_new_tokens must be >= 1"),
+    (dict(max_new_tokens=100), "exceeds the model's max_seq_len=48"),
+])
+def test_bad_options_are_named(make_config, options, message):
+    model = GenesisLM(make_config())
+    with pytest.raises(ValueError, match=message):
+        generate(model, [[1, 2, 3]], **{"max_new_tokens": 5, **options})
+    with pytest.raises(ValueError, match="at least one token"):
+        generate(model, [[1], []], 5)
