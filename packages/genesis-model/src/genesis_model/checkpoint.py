@@ -104,10 +104,10 @@ def load_pretrained(directory: str | os.PathLike, *, device: str | torch.device 
     if missing or unexpected:
         detail = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(unexpected[:3])}"
         raise CheckpointError(f"{path}: tensors do not match {CONFIG_FILE} ({detail})")
-    for key, tensor in tensors.items():
-        if tensor.shape != expected[key].shape:
-            raise CheckpointError(f"{path}: tensor {key} has shape {tuple(tensor.shape)} but {CONFIG_FILE} "
-                                  f"describes {tuple(expected[key].shape)}")
+    for key, meta_tensor in expected.items():
+        if tensors[key].shape != meta_tensor.shape:
+            raise CheckpointError(f"{path}: tensor {key} has shape {tuple(tensors[key].shape)} but {CONFIG_FILE} "
+                                  f"describes {tuple(meta_tensor.shape)}")
     model.load_state_dict(tensors, strict=True, assign=True)
     for module in model.modules():
         if isinstance(module, RotaryEmbedding):
