@@ -1,0 +1,333 @@
+"""``genesis-kernels verify`` (every available backend against float64) and ``genesis-kernels bench``."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from . import fallback
+from .dispatch import BackendError, available_backends, flash_attention, gpu_family, residual_norm, swiglu
+from .memory import peak_memory
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# (atol, rtol) for the forward and for every input gradient, per dtype, on O(1) inputs.
+VERIFY_TOLERANCES = {
+    torch.float32: (1e-4, 1e-4),  # TF32 is switched off while verifying
+    torch.float16: (1e-2, 1e-2),
+    torch.bfloat16: (6e-2, 6e-2),
+}
+
+# batch, heads, kv_heads, q_len, k_len, head_dim, causal
+ATTENTION_CASES = [
+    (1, 2, 2, 1, 1, 16, True),
+    (2, 2, 2, 7, 7, 48, True),
+    (1, 2, 2, 77, 77, 80, False),
+    (1, 4, 2, 77, 77, 96, True),
+    (1, 4, 1, 40, 40, 128, True),
+    (2, 4, 2, 7, 77, 64, True),
+]
+GPU_ATTENTION_CASES = [
+    (1, 4, 4, 1000, 1000, 64, True),
+    (2, 8, 2, 4096, 4096, 64, True),
+    (1, 4, 4, 4096, 4096, 128, False),
+]
+SWIGLU_SHAPES = [(7,), (2, 7, 48), (3, 1500)]
+GPU_SWIGLU_SHAPES = [(16384, 2048)]
+NORM_SHAPES = [(7, 48), (2, 7, 77), (3, 768)]
+GPU_NORM_SHAPES = [(16384, 768)]
+
+
+@dataclass
+class Check:
+    op: str
+    case: str
+    dtype: torch.dtype
+    backend: str
+    forward_error: float = float("nan")
+    gradient_error: float = float("nan")
+    status: str = ""
+
+
+def _max_error_ratio(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> tuple[float, bool]:
+    error = (actual.double() - expected).abs()
+    return error.max().item(), bool((error <= atol + rtol * expected.abs()).all())
+
+
+def _compare(check: Check, run: Callable[..., torch.Tensor], inputs: list[torch.Tensor],
+             reference: Callable[..., torch.Tensor]) -> Check:
+    """Run ``run`` on ``inputs`` and ``reference`` on float64 copies; compare the output and every gradient."""
+    atol, rtol = VERIFY_TOLERANCES[check.dtype]
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    try:
+        out = run(*leaves)
+    except BackendError as error:
+        check.status = f"skipped: {str(error).split(': ', 2)[-1]}"
+        return check
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+    leaves64 = [t.detach().double().requires_grad_() for t in inputs]
+    expected = reference(*leaves64)
+    expected.backward(grad_out.double())
+    check.forward_error, forward_ok = _max_error_ratio(out, expected, atol, rtol)
+    gradients_ok = True
+    check.gradient_error = 0.0
+    for leaf, leaf64 in zip(leaves, leaves64):
+        # Parameter gradients sum over rows: scale the absolute tolerance with their size.
+        scale = max(1.0, leaf64.grad.abs().max().item())
+        error, ok = _max_error_ratio(leaf.grad, leaf64.grad, atol * scale, rtol)
+        check.gradient_error = max(check.gradient_error, error)
+        gradients_ok &= ok
+    check.status = "pass" if forward_ok and gradients_ok else "FAIL"
+    return check
+
+
+def _verify_checks(device: torch.device, backends: list[str], dtypes: list[torch.dtype]) -> list[Check]:
+    on_gpu = device.type == "cuda"
+    checks = []
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*shape, dtype):
+        return torch.randn(shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
+
+    for backend in backends:
+        for dtype in dtypes:
+            for batch, heads, kv_heads, q_len, k_len, head_dim, causal in \
+                    ATTENTION_CASES + (GPU_ATTENTION_CASES if on_gpu else []):
+                inputs = [randn(batch, heads, q_len, head_dim, dtype=dtype),
+                          randn(batch, kv_heads, k_len, head_dim, dtype=dtype),
+                          randn(batch, kv_heads, k_len, head_dim, dtype=dtype)]
+                case = f"b{batch} h{heads}/{kv_heads} q{q_len} k{k_len} d{head_dim}{' causal' if causal else ''}"
+                checks.append(_compare(
+                    Check("flash_attention", case, dtype, backend),
+                    lambda q, k, v: flash_attention(q, k, v, causal, backend=backend), inputs,
+                    lambda q, k, v: fallback.attention(q, k, v, causal)))
+            for shape in SWIGLU_SHAPES + (GPU_SWIGLU_SHAPES if on_gpu else []):
+                checks.append(_compare(
+                    Check("swiglu", "x".join(map(str, shape)), dtype, backend),
+                    lambda gate, up: swiglu(gate, up, backend=backend),
+                    [randn(*shape, dtype=dtype), randn(*shape, dtype=dtype)], fallback.swiglu))
+            for shape in NORM_SHAPES + (GPU_NORM_SHAPES if on_gpu else []):
+                for norm in ("rms", "layer"):
+                    width = shape[-1]
+                    inputs = [randn(*shape, dtype=dtype), randn(*shape, dtype=dtype),
+                              1 + 0.5 * randn(width, dtype=dtype), 0.5 * randn(width, dtype=dtype)]
+                    checks.append(_compare(
+                        Check("residual_norm", f"{'x'.join(map(str, shape))} {norm} alpha=2", dtype, backend),
+                        lambda x, fx, w, b, norm=norm: residual_norm(x, fx, w, b, 2.0, norm=norm, backend=backend),
+                        inputs, lambda x, fx, w, b, norm=norm: fallback.residual_norm(x, fx, w, b, 2.0, norm=norm)))
+    return checks
+
+
+def _print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(row[i])) for row in [headers] + rows) for i in range(len(headers))]
+    for row in [headers, ["-" * w for w in widths]] + rows:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"genesis-kernels: --device {name}: no CUDA device is available")
+    return device
+
+
+def _backends(device: torch.device, requested: str) -> list[str]:
+    available = available_backends(device)
+    if requested == "all":
+        return available
+    if requested not in available:
+        raise SystemExit(f"genesis-kernels: --backend {requested} is not available on {device} "
+                         f"(available: {', '.join(available)})")
+    return [requested]
+
+
+def _dtypes(device: torch.device, names: str | None) -> list[torch.dtype]:
+    if names is None:
+        names = "fp32,fp16,bf16"
+    dtypes = []
+    for name in names.split(","):
+        if name not in DTYPES:
+            raise SystemExit(f"genesis-kernels: --dtypes: {name!r} is not one of {', '.join(DTYPES)}")
+        dtypes.append(DTYPES[name])
+    return dtypes
+
+
+def verify(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    backends = _backends(device, args.backend)
+    family = gpu_family(device) if device.type == "cuda" else "cpu"
+    print(f"genesis-kernels verify on {device} ({family}), torch {torch.__version__}, backends: "
+          f"{', '.join(backends)}")
+    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        checks = _verify_checks(device, backends, _dtypes(device, args.dtypes))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    _print_table(["op", "case", "dtype", "backend", "max err fwd", "max err grad", "result"],
+                 [[c.op, c.case, str(c.dtype).removeprefix("torch."), c.backend,
+                   f"{c.forward_error:.2e}", f"{c.gradient_error:.2e}", c.status] for c in checks])
+    failures = sum(c.status == "FAIL" for c in checks)
+    passed = sum(c.status == "pass" for c in checks)
+    print(f"{passed} passed, {failures} failed, {len(checks) - passed - failures} skipped")
+    return 1 if failures else 0
+
+
+def _time_ms(fn: Callable[[], object], device: torch.device, reps: int) -> float:
+    """Median milliseconds of ``fn`` after a warm-up call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end))
+        else:
+            start_s = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start_s) * 1e3)
+    return statistics.median(times)
+
+
+def _attention_providers(device: torch.device, triton_timed: bool, causal: bool) -> dict[str, Callable]:
+    providers = {}
+    if triton_timed:
+        providers["triton"] = lambda q, k, v: flash_attention(q, k, v, causal, backend="triton")
+    providers["sdpa"] = lambda q, k, v: flash_attention(q, k, v, causal, backend="torch")
+    if device.type == "cuda":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        def sdpa_flash(q, k, v):
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        providers["sdpa-flash"] = sdpa_flash
+    providers["naive"] = lambda q, k, v: fallback.naive_attention(q, k, v, causal)
+    return providers
+
+
+def bench(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    triton_timed = "triton" in available_backends(device) and device.type == "cuda"
+    print(f"genesis-kernels bench on {device}, {str(dtype).removeprefix('torch.')}, torch {torch.__version__}")
+    if device.type != "cuda":
+        print("note: on the CPU only the non-interpreter backends are timed (the Triton interpreter runs "
+              "kernels in Python; its time says nothing about the kernels)")
+    on_gpu = device.type == "cuda"
+    seq_lens = args.seq_lens or ([512, 1024, 2048, 4096, 8192] if on_gpu else [128, 256, 512])
+    tokens = args.tokens or (16384 if on_gpu else 2048)
+    rows = []
+    causal = not args.no_causal
+    naive_limit = (8 << 30) if on_gpu else (1 << 30)
+    for seq_len in seq_lens:
+        batch = max(1, tokens // seq_len)
+        shape = (batch, args.heads, seq_len, args.head_dim)
+        forward_flops = 4 * batch * args.heads * seq_len * seq_len * args.head_dim * (0.5 if causal else 1.0)
+        for name, attention in _attention_providers(device, triton_timed, causal).items():
+            if name == "naive" and batch * args.heads * seq_len * seq_len * 4 * 3 > naive_limit:
+                rows.append(["attention", seq_len, name, "-", "-", "-", "skipped: score matrix too large"])
+                continue
+            q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+            grad = torch.randn(shape, device=device, dtype=dtype)
+            for mode, flops, step in (
+                ("fwd", forward_flops, lambda: attention(q, k, v)),
+                # The backward does 2.5x the forward's matmul work.
+                ("fwd+bwd", 3.5 * forward_flops, lambda: attention(q, k, v).backward(grad)),
+            ):
+                ms = _time_ms(step, device, args.reps)
+                with peak_memory(device, (q, k, v)) as peak:
+                    step()
+                rows.append(["attention", seq_len, name, mode, f"{ms:.3f}", f"{flops / ms / 1e9:.3g} TFLOP/s",
+                             f"{peak.bytes / 2**20:.1f}"])
+    rows.extend(_bench_rowwise("swiglu", args.swiglu_width, tokens, args, device, dtype, triton_timed))
+    rows.extend(_bench_rowwise("residual_norm", args.norm_width, tokens, args, device, dtype, triton_timed))
+    _print_table(["op", "seq/rows", "provider", "mode", "ms", "throughput", "peak MiB"], rows)
+    return 0
+
+
+def _bench_rowwise(op: str, width: int, rows_n: int, args: argparse.Namespace, device: torch.device,
+                   dtype: torch.dtype, triton_timed: bool) -> list[list[str]]:
+    """Forward and forward+backward of swiglu or residual_norm on (rows_n, width), in GB/s moved."""
+    backends = (["triton"] if triton_timed else []) + ["torch"]
+    results = []
+    for backend in backends:
+        inputs = [torch.randn(rows_n, width, device=device, dtype=dtype, requires_grad=True) for _ in range(2)]
+        weight = torch.ones(width, device=device, dtype=dtype, requires_grad=True)
+        if op == "swiglu":
+            def run():
+                return swiglu(*inputs, backend=backend)
+        else:
+            def run():
+                return residual_norm(*inputs, weight, alpha=2.0, backend=backend)
+        # Both read two (rows, width) tensors and write one forward; backward reads three and writes two.
+        bytes_fwd, bytes_bwd = 3 * inputs[0].nbytes, 5 * inputs[0].nbytes
+        grad = torch.randn(rows_n, width, device=device, dtype=dtype)
+        for mode, moved, step in (("fwd", bytes_fwd, run), ("fwd+bwd", bytes_fwd + bytes_bwd,
+                                                             lambda: run().backward(grad))):
+            ms = _time_ms(step, device, args.reps)
+            with peak_memory(device, tuple(inputs)) as peak:
+                step()
+            results.append([op, rows_n, backend, mode, f"{ms:.3f}", f"{moved / ms / 1e6:.4g} GB/s",
+                            f"{peak.bytes / 2**20:.1f}"])
+    return results
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genesis-kernels", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    verify_cmd = commands.add_parser("verify", help="check every available backend against float64")
+    verify_cmd.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    verify_cmd.add_argument("--backend", default="all", choices=["all", "triton", "torch"])
+    verify_cmd.add_argument("--dtypes", help="comma-separated: fp32,fp16,bf16 (default: all three)")
+    verify_cmd.set_defaults(run=verify)
+
+    bench_cmd = commands.add_parser("bench", help="time backends against SDPA and naive attention")
+    bench_cmd.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    bench_cmd.add_argument("--dtype", choices=list(DTYPES), help="default: bf16 on CUDA, fp32 on the CPU")
+    bench_cmd.add_argument("--seq-lens", type=_int_list,
+                           help="comma-separated (default: 512,...,8192 on CUDA, 128,256,512 on the CPU)")
+    bench_cmd.add_argument("--tokens", type=int,
+                           help="tokens per batch, batch = tokens / seq (default: 16384 on CUDA, 2048 on the CPU)")
+    bench_cmd.add_argument("--heads", type=int, default=16)
+    bench_cmd.add_argument("--head-dim", type=int, default=64)
+    bench_cmd.add_argument("--no-causal", action="store_true")
+    bench_cmd.add_argument("--swiglu-width", type=int, default=2048)
+    bench_cmd.add_argument("--norm-width", type=int, default=768)
+    bench_cmd.add_argument("--reps", type=int, default=20)
+    bench_cmd.set_defaults(run=bench)
+    return parser
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if any(value <= 0 for value in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: lengths must be positive")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ValueError as error:  # bad environment, e.g. GENESIS_KERNELS_BACKEND
+        print(f"genesis-kernels: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
