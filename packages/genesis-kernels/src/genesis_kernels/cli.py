@@ -322,11 +322,7 @@ def _int_list(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except ValueError as error:  # bad environment, e.g. GENESIS_KERNELS_BACKEND
-        print(f"genesis-kernels: {error}", file=sys.stderr)
-        return 2
+    return args.run(args)
 
 
 if __name__ == "__main__":

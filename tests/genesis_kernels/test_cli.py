@@ -1,0 +1,57 @@
+"""genesis-kernels verify and bench on the CPU."""
+
+import pytest
+import torch
+
+from genesis_kernels import cli
+
+
+def test_verify_runs_every_backend_and_passes(capsys):
+    assert cli.main(["verify", "--device", "cpu", "--dtypes", "fp32"]) == 0
+    out = capsys.readouterr().out
+    assert "backends: triton, torch" in out
+    table = [line.split() for line in out.splitlines() if line.startswith(("flash_attention", "swiglu", "residual"))]
+    assert {row[0] for row in table} == {"flash_attention", "swiglu", "residual_norm"}
+    assert {"triton", "torch"} <= {word for row in table for word in row}
+    assert all(row[-1] == "pass" for row in table)
+    assert f"{len(table)} passed, 0 failed, 0 skipped" in out
+
+
+def test_verify_fails_with_a_nonzero_exit(monkeypatch, capsys):
+    monkeypatch.setitem(cli.VERIFY_TOLERANCES, torch.float32, (0.0, 0.0))
+    monkeypatch.setattr(cli, "ATTENTION_CASES", cli.ATTENTION_CASES[:1])
+    assert cli.main(["verify", "--device", "cpu", "--dtypes", "fp32", "--backend", "torch"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_verify_skips_what_a_backend_refuses(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "ATTENTION_CASES", cli.ATTENTION_CASES[:1])
+    monkeypatch.setattr(cli, "SWIGLU_SHAPES", [])
+    monkeypatch.setattr(cli, "NORM_SHAPES", [])
+    assert cli.main(["verify", "--device", "cpu", "--dtypes", "bf16", "--backend", "triton"]) == 0
+    assert "skipped: the Triton interpreter computes bfloat16 dots wrongly" in capsys.readouterr().out
+
+
+def test_bad_backend_name_is_a_clean_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["verify", "--backend", "cuda"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'cuda'" in capsys.readouterr().err
+
+
+def test_bad_dtype_is_a_clean_error():
+    with pytest.raises(SystemExit, match="--dtypes: 'fp8' is not one of fp32, fp16, bf16"):
+        cli.main(["verify", "--device", "cpu", "--dtypes", "fp8"])
+
+
+def test_bench_on_cpu_times_only_non_interpreter_backends(capsys):
+    assert cli.main(["bench", "--device", "cpu", "--seq-lens", "32,64", "--tokens", "64", "--heads", "2",
+                     "--head-dim", "16", "--reps", "1", "--swiglu-width", "16", "--norm-width", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "only the non-interpreter backends are timed" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("attention", "swiglu", "residual"))]
+    providers = {(row[0], row[2]) for row in rows}
+    assert providers == {("attention", "sdpa"), ("attention", "naive"), ("swiglu", "torch"),
+                         ("residual_norm", "torch")}
+    assert {int(row[1]) for row in rows if row[0] == "attention"} == {32, 64}
+    assert all("TFLOP/s" in row or "GB/s" in row for row in rows)
