@@ -1,0 +1,1 @@
+"""The Genesis Engine benchmark suite (pytest-benchmark); see benchmarks/README.md."""

@@ -1,0 +1,73 @@
+"""Causal attention, forward and forward+backward: genesis_kernels.flash_attention on each backend that runs here,
+against calling torch SDPA directly and against naive softmax(QK^T)V, at several sequence lengths.
+
+On the CPU the target is the fallback's overhead (within 5% of SDPA); on CUDA the Triton kernel against SDPA's
+default backend and its FlashAttention-2 backend (issue 4)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from benchmarks.workloads import DEVICE, KERNEL_DTYPE, ON_CUDA, PASSES, genesis_kernel_impls, kernel_call
+
+# Issue 4's GPU grid (head_dim 64, 16k tokens a batch, S = 512..8192); a CPU-sized one otherwise.
+SEQ_LENS = (512, 1024, 2048, 4096, 8192) if ON_CUDA else (512, 1024, 2048)
+TOKENS_PER_BATCH = 16384 if ON_CUDA else 4096
+HEADS = 12 if ON_CUDA else 4
+HEAD_DIM = 64
+
+
+def naive_attention(q, k, v):
+    """The (S, S) score matrix in memory: what flash attention is meant to beat."""
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    seq_len = q.shape[-2]
+    future = torch.ones(seq_len, seq_len, dtype=torch.bool, device=q.device).triu(1)
+    return scores.masked_fill(future, float("-inf")).softmax(dim=-1) @ v
+
+
+def sdpa(q, k, v):
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def sdpa_flash(q, k, v):
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def genesis(backend):
+    from genesis_kernels import flash_attention
+
+    return lambda q, k, v: flash_attention(q, k, v, causal=True, backend=backend)
+
+
+def attention_impls():
+    peers = {"sdpa": sdpa, "naive": naive_attention}
+    if ON_CUDA:
+        peers["sdpa-flash"] = sdpa_flash
+    try:
+        genesis_impls = {impl: genesis(impl.removeprefix("genesis-")) for impl in genesis_kernel_impls()}
+    except ImportError:
+        genesis_impls = {}
+    return {**genesis_impls, **peers}
+
+
+IMPLS = attention_impls()
+
+
+def causal_attention_flops(batch: int, seq_len: int, pass_: str) -> float:
+    """QK^T and PV over the unmasked half; the backward does 2.5x the forward's matmul work (FlashAttention-2)."""
+    forward = 4 * batch * HEADS * seq_len * seq_len * HEAD_DIM / 2
+    return forward if pass_ == "fwd" else 3.5 * forward
+
+
+@pytest.mark.parametrize("pass_", PASSES)
+@pytest.mark.parametrize("seq_len", SEQ_LENS)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_attention(benchmark, impl, seq_len, pass_):
+    batch = max(1, TOKENS_PER_BATCH // seq_len)
+    q, k, v = (torch.randn(batch, HEADS, seq_len, HEAD_DIM, device=DEVICE, dtype=KERNEL_DTYPE) for _ in range(3))
+    benchmark.group = f"attention_{pass_}_{seq_len}"
+    benchmark.extra_info.update(impl=impl, dtype=str(KERNEL_DTYPE).removeprefix("torch."),
+                                flops=causal_attention_flops(batch, seq_len, pass_), tokens=batch * seq_len)
+    benchmark(kernel_call(IMPLS[impl], [q, k, v], pass_))

@@ -1,0 +1,44 @@
+"""The DeepNorm residual, RMSNorm(alpha * x + f(x)) * weight: genesis_kernels.residual_norm on each backend that
+runs here against the unfused eager expression. Target: no slower than eager."""
+
+import pytest
+import torch
+
+from benchmarks.workloads import DEVICE, KERNEL_DTYPE, ON_CUDA, PASSES, genesis_kernel_impls, kernel_call
+
+# One training step's residual stream: small's 4 x 512 tokens x 512 on the CPU; issue 4's (16384, 768) on CUDA.
+SHAPE = (16384, 768) if ON_CUDA else (2048, 512)
+ALPHA = (2 * 8) ** 0.25  # DeepNorm's (2N)^(1/4) at small's 8 layers
+EPS = 1e-6
+
+
+def eager_residual_norm(x, fx, weight):
+    h = ALPHA * x + fx
+    return h * torch.rsqrt(h.pow(2).mean(dim=-1, keepdim=True) + EPS) * weight
+
+
+def genesis(backend):
+    from genesis_kernels import residual_norm
+
+    return lambda x, fx, weight: residual_norm(x, fx, weight, alpha=ALPHA, eps=EPS, norm="rms", backend=backend)
+
+
+IMPLS = {**{impl: genesis(impl.removeprefix("genesis-")) for impl in genesis_kernel_impls()},
+         "eager": eager_residual_norm}
+
+
+def bytes_moved(pass_: str) -> int:
+    """Forward reads x and f(x) and writes the output; the backward reads x, f(x) and the output's gradient and
+    writes the gradients of x and f(x) (the weight's row is negligible)."""
+    elements = SHAPE[0] * SHAPE[1]
+    return elements * KERNEL_DTYPE.itemsize * (3 if pass_ == "fwd" else 8)
+
+
+@pytest.mark.parametrize("pass_", PASSES)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_residual_norm(benchmark, impl, pass_):
+    x, fx = (torch.randn(SHAPE, device=DEVICE, dtype=KERNEL_DTYPE) for _ in range(2))
+    weight = torch.rand(SHAPE[1], device=DEVICE, dtype=KERNEL_DTYPE) + 0.5
+    benchmark.group = "residual_norm" if pass_ == "fwd" else "residual_norm_fwdbwd"
+    benchmark.extra_info.update(impl=impl, bytes=bytes_moved(pass_), shape=list(SHAPE))
+    benchmark(kernel_call(IMPLS[impl], [x, fx, weight], pass_))

@@ -1,0 +1,40 @@
+"""SwiGLU, silu(gate) * up: genesis_kernels.swiglu on each backend that runs here against the eager expression.
+Target: no slower than eager (on the CPU the fallback is that expression, so this measures dispatch overhead)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmarks.workloads import DEVICE, KERNEL_DTYPE, ON_CUDA, PASSES, genesis_kernel_impls, kernel_call
+
+# The MLP activations of one training step: small's 4 x 512 tokens x 1376 on the CPU; issue 4's (16384, 2048) on CUDA.
+SHAPE = (16384, 2048) if ON_CUDA else (2048, 1376)
+
+
+def eager_swiglu(gate, up):
+    return F.silu(gate) * up
+
+
+def genesis(backend):
+    from genesis_kernels import swiglu
+
+    return lambda gate, up: swiglu(gate, up, backend=backend)
+
+
+IMPLS = {**{impl: genesis(impl.removeprefix("genesis-")) for impl in genesis_kernel_impls()}, "eager": eager_swiglu}
+
+
+def bytes_moved(pass_: str) -> int:
+    """Forward reads gate and up and writes the product; the backward reads both again with the output's
+    gradient and writes their gradients (recomputing silu instead of saving it)."""
+    elements = SHAPE[0] * SHAPE[1]
+    return elements * KERNEL_DTYPE.itemsize * (3 if pass_ == "fwd" else 8)
+
+
+@pytest.mark.parametrize("pass_", PASSES)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_swiglu(benchmark, impl, pass_):
+    gate, up = (torch.randn(SHAPE, device=DEVICE, dtype=KERNEL_DTYPE) for _ in range(2))
+    benchmark.group = "swiglu" if pass_ == "fwd" else "swiglu_fwdbwd"
+    benchmark.extra_info.update(impl=impl, bytes=bytes_moved(pass_), shape=list(SHAPE))
+    benchmark(kernel_call(IMPLS[impl], [gate, up], pass_))

@@ -1,0 +1,68 @@
+"""One training step (forward, cross-entropy, backward, AdamW): genesis-model's GenesisLM against HF transformers'
+LlamaForCausalLM of the same width, depth, heads, MLP size, vocabulary and embedding tying, in the same run.
+
+Modes: "eager" fp32, "compiled" fp32 (torch.compile of the model; both sides compile), "bf16" (bf16 autocast).
+Both sides use the same loss and the same optimizer, so the models are what differs."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmarks.workloads import (
+    DEVICE,
+    MODEL_IMPLS,
+    ON_CUDA,
+    TRAIN_SHAPES,
+    build_model,
+    logits_of,
+    model_config,
+    random_tokens,
+    synchronized,
+    train_flops_per_token,
+)
+
+# (preset, mode) pairs per device, each one benchmark group (`train_step_<preset>`, `train_step_<mode>_<preset>`).
+# On a GPU the CPU shapes only measure launch overhead; deep_narrow_40 under bf16 is issue 7's GPU case.
+CASES = [("tiny", "eager"), ("small", "eager"), ("tiny", "bf16")]
+CASES += [("deep_narrow_40", "bf16")] if ON_CUDA else [("tiny", "compiled"), ("small", "compiled")]
+# (timed rounds, warmup rounds): one small step takes ~2-3 s on the 2-core CPU machine; compiling takes ~40 s and
+# happens in the first warmup round.
+ROUNDS = {"tiny": (5, 1), "small": (3, 1), "deep_narrow_40": (5, 2)}
+
+
+def group_name(preset: str, mode: str) -> str:
+    return f"train_step_{preset}" if mode == "eager" else f"train_step_{mode}_{preset}"
+
+
+def training_step(impl: str, model, optimizer, tokens: torch.Tensor, mode: str):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    forward = torch.compile(model) if mode == "compiled" else model
+    autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=mode == "bf16")
+
+    def step():
+        with autocast:
+            logits = logits_of(impl, forward, inputs)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+@pytest.mark.parametrize("impl", MODEL_IMPLS)
+@pytest.mark.parametrize(("preset", "mode"), CASES, ids=[f"{preset}-{mode}" for preset, mode in CASES])
+def test_train_step(benchmark, preset, mode, impl):
+    shape = TRAIN_SHAPES[preset]
+    cfg = model_config(preset)
+    model = build_model(impl, cfg).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=ON_CUDA)  # as genesis-train builds it
+    tokens = random_tokens(shape.batch_size, shape.seq_len + 1)
+    benchmark.group = group_name(preset, mode)
+    benchmark.extra_info.update(
+        impl=impl, preset=preset, mode=mode, batch_size=shape.batch_size, seq_len=shape.seq_len,
+        tokens=shape.tokens, flops=train_flops_per_token(cfg, shape.seq_len) * shape.tokens,
+    )
+    rounds, warmup_rounds = ROUNDS[preset]
+    benchmark.pedantic(synchronized(training_step(impl, model, optimizer, tokens, mode)),
+                       rounds=rounds, warmup_rounds=warmup_rounds)

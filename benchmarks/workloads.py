@@ -1,0 +1,191 @@
+"""What the benchmark groups measure: the device, the shapes of issue 7, the FLOP and byte counts behind the
+report's rates, and the peer models Genesis is compared against.
+
+Rates are computed by report.py from what each test records in `benchmark.extra_info`:
+- `impl`: the implementation ("genesis", "hf", "sdpa", "naive", "eager"; "genesis-<backend>" for kernels);
+- `flops`, `tokens`, `bytes`: the work of one timed call, so `work / time` is a rate.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+ON_CUDA = DEVICE.type == "cuda"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BIBLE_DIR = REPO_ROOT.parent / "shared" / "bible"
+
+
+def device_name() -> str:
+    """The GPU's name, or the CPU model when there is no GPU: what a baseline is valid for."""
+    if ON_CUDA:
+        return torch.cuda.get_device_name(DEVICE)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_slug(name: str) -> str:
+    """'Intel(R) Xeon(R) Processor' -> 'intel-xeon-processor'; 'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
+    name = re.sub(r"\((r|tm)\)", "", name.lower())
+    return re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "unknown-device"
+
+
+def synchronized(fn):
+    """`fn` followed by a device synchronization, so a timer around it measures the kernels, not their launch."""
+    if not ON_CUDA:
+        return fn
+
+    def run():
+        fn()
+        torch.cuda.synchronize()
+
+    return run
+
+
+# -- model shapes -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainShape:
+    preset: str
+    batch_size: int
+    seq_len: int
+
+    @property
+    def tokens(self) -> int:
+        return self.batch_size * self.seq_len
+
+
+# Issue 7: "tiny" 8 x 256 tokens a step, "small" 4 x 512; on a GPU, deep_narrow_40 at 16 x 1024 under bf16 autocast.
+TRAIN_SHAPES = {
+    "tiny": TrainShape("tiny", 8, 256),
+    "small": TrainShape("small", 4, 512),
+    "deep_narrow_40": TrainShape("deep_narrow_40", 16, 1024),
+}
+VOCAB_SIZE = 8192
+DECODE_PROMPT_TOKENS = 32
+DECODE_NEW_TOKENS = 128
+
+
+def model_config(preset: str):
+    from genesis_model import ModelConfig
+
+    return ModelConfig.from_preset(preset, vocab_size=VOCAB_SIZE)
+
+
+def matmul_parameters(cfg) -> int:
+    """Weights that enter a matrix product once per token: every projection and the LM head (tied or not)."""
+    d, kv, m = cfg.d_model, cfg.kv_dim, cfg.d_mlp
+    per_layer = d * (d + 2 * kv) + d * d + 3 * d * m
+    return cfg.n_layers * per_layer + cfg.vocab_size * d
+
+
+def train_flops_per_token(cfg, seq_len: int) -> int:
+    """Forward + backward (3x the forward): 2 FLOPs per weight, plus causal attention's QK^T and PV, whose
+    average query sees seq_len / 2 keys: 2 * 2 * d * seq_len / 2 per layer."""
+    forward = 2 * matmul_parameters(cfg) + 2 * cfg.n_layers * cfg.d_model * seq_len
+    return 3 * forward
+
+
+def decode_bytes_per_token(cfg, bytes_per_weight: int) -> int:
+    """Weights a batch-1 decoding step streams from memory (the KV cache, < 2% here, is left out)."""
+    return matmul_parameters(cfg) * bytes_per_weight
+
+
+def hf_llama(cfg):
+    """transformers' LlamaForCausalLM with Genesis's width, depth, heads, MLP, vocabulary and embedding tying."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf_config = LlamaConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_mlp,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_kv_heads,
+        max_position_embeddings=cfg.max_seq_len,
+        rms_norm_eps=cfg.norm_eps,
+        rope_theta=cfg.rope_theta,
+        tie_word_embeddings=cfg.tie_embeddings,
+        attn_implementation="sdpa",
+    )
+    return LlamaForCausalLM(hf_config)
+
+
+def requires_transformers():
+    """Skip (with the reason) where the peers are not installed: they live only in the hatch `bench` environment."""
+    import pytest
+
+    return pytest.importorskip("transformers", reason="peers need transformers (hatch env `bench`)")
+
+
+# -- kernel benchmarks --------------------------------------------------------------------------------------------
+KERNEL_DTYPE = torch.bfloat16 if ON_CUDA else torch.float32
+PASSES = ("fwd", "fwdbwd")
+
+
+def genesis_kernel_impls() -> list[str]:
+    """'genesis-<backend>' for each genesis_kernels backend that runs here (on the CPU only the torch fallback:
+    conftest.py keeps the Triton interpreter off)."""
+    from genesis_kernels import available_backends
+
+    return [f"genesis-{backend}" for backend in available_backends(DEVICE)]
+
+
+def kernel_call(fn, inputs: list[torch.Tensor], pass_: str):
+    """A synchronized callable that runs `fn(*inputs)` forward only ("fwd"), or forward and backward into every
+    input ("fwdbwd", gradients cleared after each call as a training step would)."""
+    if pass_ == "fwd":
+
+        def forward():
+            with torch.no_grad():
+                fn(*inputs)
+
+        return synchronized(forward)
+    inputs = [t.detach().requires_grad_(True) for t in inputs]
+    with torch.no_grad():
+        grad_out = torch.randn_like(fn(*inputs))
+
+    def forward_backward():
+        fn(*inputs).backward(grad_out)
+        for t in inputs:
+            t.grad = None
+
+    return synchronized(forward_backward)
+
+
+# -- models -------------------------------------------------------------------------------------------------------
+MODEL_IMPLS = ("genesis", "hf")
+
+
+def build_model(impl: str, cfg, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """A freshly initialized GenesisLM, or its HF peer (skipped where transformers is absent), on DEVICE."""
+    torch.manual_seed(0)
+    if impl == "genesis":
+        from genesis_model import GenesisLM
+
+        model = GenesisLM(cfg)
+    else:
+        requires_transformers()
+        model = hf_llama(cfg)
+    return model.to(device=DEVICE, dtype=dtype)
+
+
+def logits_of(impl: str, model, input_ids: torch.Tensor) -> torch.Tensor:
+    if impl == "genesis":
+        return model(input_ids)
+    # HF's best training configuration: no KV cache built during a training forward.
+    return model(input_ids=input_ids, use_cache=False).logits
+
+
+def random_tokens(*shape: int, vocab_size: int = VOCAB_SIZE, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, shape, generator=generator).to(DEVICE)
