@@ -42,9 +42,9 @@ def test_grouped_query_attention_matches_repeated_heads():
 
 
 def test_naive_attention_matches_sdpa():
-    q, k, v = torch.randn(3, 1, 4, 2, 9, 16, dtype=torch.float64).unbind(0)
-    k, v = k[:, :1], v[:, :1]
-    torch.testing.assert_close(fallback.naive_attention(q, k, v[:, :1], causal=True),
+    q = torch.randn(1, 4, 5, 16, dtype=torch.float64)
+    k, v = torch.randn(2, 1, 2, 9, 16, dtype=torch.float64).unbind(0)  # GQA, a query chunk after a prefix
+    torch.testing.assert_close(fallback.naive_attention(q, k, v, causal=True),
                                fallback.attention(q, k, v, causal=True))
 
 

@@ -77,4 +77,4 @@ def residual_norm(x: torch.Tensor, fx: torch.Tensor, weight: torch.Tensor, bias:
         y = F.layer_norm(h, (h.shape[-1],), weight, bias, eps)
     else:
         raise ValueError(f"residual_norm: norm={norm!r} is not one of 'rms', 'layer'")
-    return y.to(x.dtype)
+    return y if y.dtype == x.dtype else y.to(x.dtype)
