@@ -1,0 +1,240 @@
+import logging
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+import torch
+
+from genesis_data.blocks import held_out_verses
+from genesis_data.corpus import Corpus
+from genesis_data.readers.openbible import read_cross_references
+from genesis_data.sampler import DEFAULT_WEIGHTS, MAX_XREF_VERSES, TASKS, MultiTaskSampler
+from genesis_data.tokenizer import SPECIAL_TOKENS
+
+PAD, BOS, EOS, SEP = (list(SPECIAL_TOKENS).index(role) for role in ("pad", "bos", "eos", "sep"))
+BLOCK, BATCH = 256, 6
+
+
+@pytest.fixture(scope="module")
+def builtin_sampler(builtin_corpus, builtin_bpe, cache_dir) -> MultiTaskSampler:
+    return MultiTaskSampler(builtin_corpus, builtin_bpe, block_size=BLOCK, batch_size=BATCH, seed=0, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="module")
+def xref_sampler(small_corpus, small_bpe, bible_dir, cache_dir) -> MultiTaskSampler:
+    return MultiTaskSampler(small_corpus, small_bpe, block_size=BLOCK, batch_size=BATCH, seed=0,
+                            cross_references=bible_dir / "cross_references.txt", cache_dir=cache_dir)
+
+
+class VerseIndex:
+    """Which (translation, verse key) a token sequence is, found by content, independently of the sampler."""
+
+    def __init__(self, sampler: MultiTaskSampler, corpus: Corpus):
+        self.corpus, self.data = corpus, sampler.tokenized
+        self.by_tokens = defaultdict(set)
+        for verse, key in enumerate(self.data.keys.tolist()):
+            translation = self.data.translation_of(verse)
+            self.by_tokens[tuple(self.data.verse_tokens(verse).tolist())].add((translation, key))
+        self.held_out_chapters = set(
+            (self.data.keys[held_out_verses(corpus, self.data.keys, 0.02)] // 1000).tolist()
+        )
+
+    def verses(self, tokens) -> set[tuple[int, int]]:
+        return self.by_tokens[tuple(tokens)]
+
+    def tokens_of(self, translation: int, key: int):
+        start, stop = self.data.translation_starts[translation : translation + 2]
+        found = np.flatnonzero(self.data.keys[start:stop] == key)
+        return self.data.verse_tokens(int(start + found[0])).tolist() if len(found) else None
+
+
+def _unframe(ids: torch.Tensor, mask: torch.Tensor) -> list[int]:
+    real = ids[mask].tolist()
+    assert real[0] == BOS and real[-1] == EOS
+    assert not mask[len(real):].any() and (ids[len(real):] == PAD).all()
+    return real[1:-1]
+
+
+def _draw(sampler: MultiTaskSampler, task: str, batches: int = 10) -> list[dict]:
+    return [getattr(sampler, f"_{task}_batch")() for _ in range(batches)]
+
+
+def test_builtin_corpus_without_cross_references_turns_xref_off(builtin_corpus, builtin_bpe, cache_dir, caplog):
+    with caplog.at_level(logging.WARNING):
+        sampler = MultiTaskSampler(builtin_corpus, builtin_bpe, block_size=BLOCK, batch_size=2, cache_dir=cache_dir)
+    assert sampler.tasks == ["lm", "coherence", "paraphrase"]
+    assert "task xref is off: no cross references given" in caplog.text
+    assert sum(sampler.weights.values()) == pytest.approx(1.0)
+    assert sampler.weights["lm"] == pytest.approx(0.70 / 0.925)
+
+
+def test_lm_batches(builtin_sampler):
+    for batch in _draw(builtin_sampler, "lm"):
+        assert set(batch) == {"task", "input_ids", "labels"} and batch["task"] == "lm"
+        assert batch["input_ids"].shape == batch["labels"].shape == (BATCH, BLOCK)
+        assert batch["input_ids"].dtype == batch["labels"].dtype == torch.int64
+        assert torch.equal(batch["input_ids"][:, 1:], batch["labels"][:, :-1])
+
+
+def test_train_and_validation_streams_partition_the_tokens(builtin_sampler, builtin_corpus):
+    data = builtin_sampler.tokenized
+    assert len(builtin_sampler.train_stream) + len(builtin_sampler.val_stream) == len(data.tokens) + 2 * len(builtin_corpus)
+
+
+def test_coherence_pairs_are_consecutive_exactly_when_labelled_1(builtin_sampler, builtin_corpus):
+    index = VerseIndex(builtin_sampler, builtin_corpus)
+    labels = []
+    for batch in _draw(builtin_sampler, "coherence", 20):
+        assert batch["input_ids"].shape == batch["attention_mask"].shape and batch["input_ids"].shape[1] <= BLOCK
+        assert batch["labels"].dtype == torch.int64 and abs(batch["labels"].sum().item() - BATCH / 2) <= 0.5
+        for ids, mask, label in zip(batch["input_ids"], batch["attention_mask"], batch["labels"].tolist()):
+            content = _unframe(ids, mask)
+            assert content.count(SEP) == 1
+            a, b = content[: content.index(SEP)], content[content.index(SEP) + 1 :]
+            a_verses, b_verses = index.verses(a), index.verses(b)
+            if len(a) + len(b) + 3 == BLOCK:
+                continue  # truncated: no longer a whole verse to look up
+            assert a_verses and b_verses
+            consecutive = any((t, k + 1) in b_verses for t, k in a_verses)
+            assert consecutive == bool(label)
+            # Repeated verse texts ("And Jehovah spake unto Moses, saying,") match several keys; one must be trainable.
+            assert all(any(k // 1000 not in index.held_out_chapters for _, k in verses) for verses in (a_verses, b_verses))
+            labels.append(label)
+    assert len(labels) > 80
+
+
+def test_paraphrase_pairs_are_one_verse_in_two_translations(builtin_sampler, builtin_corpus):
+    index = VerseIndex(builtin_sampler, builtin_corpus)
+    for batch in _draw(builtin_sampler, "paraphrase"):
+        assert set(batch) == {"task", "a_ids", "a_mask", "b_ids", "b_mask"}
+        for a_ids, a_mask, b_ids, b_mask in zip(batch["a_ids"], batch["a_mask"], batch["b_ids"], batch["b_mask"]):
+            a, b = _unframe(a_ids, a_mask), _unframe(b_ids, b_mask)
+            if len(a) == BLOCK - 2 or len(b) == BLOCK - 2:
+                continue
+            pairs = {(ta, tb) for ta, ka in index.verses(a) for tb, kb in index.verses(b) if ka == kb and ta != tb}
+            assert pairs
+
+
+def test_all_four_tasks_on_the_shared_translations(xref_sampler, small_corpus, bible_dir):
+    assert xref_sampler.tasks == list(TASKS)
+    index = VerseIndex(xref_sampler, small_corpus)
+    references = read_cross_references(bible_dir / "cross_references.txt")
+    targets = defaultdict(list)
+    for source, first, last, votes in zip(references.source.tolist(), references.target_first.tolist(),
+                                          references.target_last.tolist(), references.votes.tolist()):
+        if votes >= 1:
+            targets[source].append((first, last))
+    checked = 0
+    for batch in _draw(xref_sampler, "xref", 10):
+        assert {f"{part}_{kind}" for part in ("anchor", "positive", "negative") for kind in ("ids", "mask")} <= set(batch)
+        for row in range(BATCH):
+            anchor, positive, negative = (_unframe(batch[f"{p}_ids"][row], batch[f"{p}_mask"][row])
+                                          for p in ("anchor", "positive", "negative"))
+            if BLOCK - 2 in (len(anchor), len(positive)):
+                continue
+            (translation, anchor_key), *_ = sorted(index.verses(anchor))
+            expected = []
+            for first, last in targets[anchor_key]:
+                verse_tokens = [index.tokens_of(translation, key) for key in range(first, last + 1)]
+                expected.append([t for tokens in verse_tokens if tokens for t in tokens][: 10_000])
+            assert any(positive == candidate or (len(candidate) > len(positive) and candidate[: len(positive)] == positive)
+                       for candidate in expected)
+            assert any(t == translation for t, _ in index.verses(negative)) and negative != anchor
+            checked += 1
+    assert checked > 30
+    for batch in _draw(xref_sampler, "paraphrase"):
+        for a_ids, a_mask, b_ids, b_mask in zip(batch["a_ids"], batch["a_mask"], batch["b_ids"], batch["b_mask"]):
+            (ta, _), *_ = index.verses(_unframe(a_ids, a_mask))
+            (tb, _), *_ = index.verses(_unframe(b_ids, b_mask))
+            # The four small translations are in four languages, so the pair is always bilingual.
+            assert small_corpus.translations[ta].language != small_corpus.translations[tb].language
+    assert MAX_XREF_VERSES >= 1
+
+
+def test_tasks_are_drawn_by_their_weights(builtin_corpus, builtin_bpe, cache_dir):
+    weights = {"lm": 0.5, "coherence": 0.3, "paraphrase": 0.2}
+    sampler = MultiTaskSampler(builtin_corpus, builtin_bpe, block_size=8, batch_size=1, weights=weights, cache_dir=cache_dir)
+    draws = 3000
+    counts = Counter(next(sampler)["task"] for _ in range(draws))
+    for task, weight in weights.items():
+        sigma = (draws * weight * (1 - weight)) ** 0.5
+        assert abs(counts[task] - draws * weight) < 4 * sigma
+
+
+def _same(batch_a: dict, batch_b: dict) -> bool:
+    return batch_a.keys() == batch_b.keys() and all(
+        torch.equal(batch_a[k], batch_b[k]) if isinstance(batch_a[k], torch.Tensor) else batch_a[k] == batch_b[k]
+        for k in batch_a
+    )
+
+
+def test_same_seed_same_stream_and_resume_continues_it(builtin_corpus, builtin_bpe, cache_dir):
+    def make(seed=0):
+        return MultiTaskSampler(builtin_corpus, builtin_bpe, block_size=BLOCK, batch_size=BATCH, seed=seed, cache_dir=cache_dir)
+
+    first, second = make(), make()
+    head = [next(first) for _ in range(7)]
+    assert all(_same(a, next(second)) for a in head)
+    state = first.state_dict()
+    tail = [next(first) for _ in range(12)]
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert all(_same(a, next(resumed)) for a in tail)
+    other_seed = make(seed=1)
+    assert not all(_same(a, next(other_seed)) for a in head)
+
+
+def test_state_from_other_settings_is_refused(builtin_corpus, builtin_bpe, cache_dir, builtin_sampler):
+    other = MultiTaskSampler(builtin_corpus, builtin_bpe, block_size=BLOCK, batch_size=BATCH + 1, cache_dir=cache_dir)
+    with pytest.raises(ValueError, match="different corpus, tokenizer or sampler settings"):
+        other.load_state_dict(builtin_sampler.state_dict())
+
+
+def test_validation_batches_are_deterministic_and_held_out(builtin_sampler):
+    before = builtin_sampler.validation_batches(3)
+    next(builtin_sampler)
+    after = builtin_sampler.validation_batches(3)
+    assert len(before) == 3 and all(_same(a, b) for a, b in zip(before, after))
+    val = builtin_sampler.val_stream.tolist()
+    val_text = ",".join(map(str, val))
+    for batch in before:
+        assert batch["task"] == "lm" and batch["input_ids"].shape == (BATCH, BLOCK)
+        for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
+            assert ",".join(map(str, ids + labels[-1:])) in val_text
+
+
+def test_running_text_enables_lm_only(tmp_path, cache_dir, caplog):
+    path = tmp_path / "running.txt"
+    path.write_text("\n".join(f"Line {i} of the running text, Jehovah be praised." for i in range(400)), encoding="utf-8")
+    corpus = Corpus.from_text_file(path)
+    from genesis_data.tokenizer import load_or_train_tokenizer
+
+    tokenizer = load_or_train_tokenizer(corpus, "char", 300, cache_dir)
+    with caplog.at_level(logging.WARNING):
+        sampler = MultiTaskSampler(corpus, tokenizer, block_size=32, batch_size=2, cache_dir=cache_dir)
+    assert sampler.tasks == ["lm"]
+    assert "task paraphrase is off" in caplog.text and "task coherence is off" in caplog.text
+    assert next(sampler)["task"] == "lm"
+    assert len(sampler.validation_batches(1)) == 1
+
+
+def test_single_translation_has_no_paraphrase(builtin_corpus, builtin_bpe, cache_dir):
+    sampler = MultiTaskSampler(Corpus([builtin_corpus["KJV"]]), builtin_bpe, block_size=BLOCK, cache_dir=cache_dir)
+    assert sampler.tasks == ["lm", "coherence"]
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        ({"lm": 1.0, "translation": 0.5}, "unknown task translation"),
+        ({"lm": -1.0}, "lm must not be negative"),
+        ({"xref": 1.0}, "no task can be sampled"),
+    ],
+)
+def test_bad_weights_are_clear_errors(builtin_corpus, builtin_bpe, cache_dir, weights, message):
+    with pytest.raises(ValueError, match=message):
+        MultiTaskSampler(builtin_corpus, builtin_bpe, block_size=BLOCK, weights=weights, cache_dir=cache_dir)
+
+
+def test_default_weights():
+    assert DEFAULT_WEIGHTS == {"lm": 0.70, "coherence": 0.15, "xref": 0.075, "paraphrase": 0.075}
