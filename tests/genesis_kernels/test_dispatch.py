@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import torch
 
-from genesis_kernels import BackendError, available_backends, flash_attention, residual_norm, swiglu
+from genesis_kernels import BackendError, available_backends, residual_norm, swiglu
 from genesis_kernels import dispatch
 
 
