@@ -166,15 +166,21 @@ COMMANDS = {"stats": _stats, "train-tokenizer": _train_tokenizer, "prepare": _pr
 
 def main(argv: list[str] | None = None) -> int:
     args = _options().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="genesis-data: %(message)s")
     if getattr(args, "n", 1) < 1:
         print("genesis-data: error: -n must be at least 1", file=sys.stderr)
         return 2
+    # Notices (skipped files, tasks switched off) go to stderr, so stdout stays clean for --json.
+    notices = logging.StreamHandler(sys.stderr)
+    notices.setFormatter(logging.Formatter("genesis-data: %(message)s"))
+    package_log = logging.getLogger("genesis_data")
+    package_log.addHandler(notices)
     try:
         COMMANDS[args.command](args)
     except (BibleFormatError, FileNotFoundError, ValueError) as error:
         print(f"genesis-data: error: {error}", file=sys.stderr)
         return 1
+    finally:
+        package_log.removeHandler(notices)
     return 0
 
 
