@@ -58,6 +58,40 @@ def launch_configs(device: torch.device, head_dim: int) -> tuple[AttentionLaunch
 
 
 @triton.jit
+def _forward_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, rows, offs_n, offs_d, dim_ok, k_len,
+                  causal_offset, stride_ks, stride_kd, stride_vs, stride_vd, qk_scale,
+                  CAUSAL: tl.constexpr, MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Fold one key block into the running softmax of a query block. Unmasked tiles lie wholly inside both the
+    key length and every row's causal window, so they skip the sequence masks."""
+    cols = start_n + offs_n
+    col_ok = cols < k_len
+    if MASKED:
+        k_t = tl.load(k_base + cols[None, :] * stride_ks + offs_d[:, None] * stride_kd,
+                      mask=col_ok[None, :] & dim_ok[:, None], other=0.0)
+        v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :] * stride_vd,
+                    mask=col_ok[:, None] & dim_ok[None, :], other=0.0)
+    else:
+        k_t = tl.load(k_base + cols[None, :] * stride_ks + offs_d[:, None] * stride_kd, mask=dim_ok[:, None],
+                      other=0.0)
+        v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=dim_ok[None, :],
+                    other=0.0)
+    # Scores in base 2: exp2(s * scale * log2 e) == exp(s * scale).
+    scores = tl.dot(q, k_t, input_precision=DOT_PRECISION) * qk_scale
+    if MASKED:
+        visible = col_ok[None, :]
+        if CAUSAL:
+            visible = visible & (cols[None, :] <= rows[:, None] + causal_offset)
+        scores = tl.where(visible, scores, float("-inf"))
+
+    new_max = tl.maximum(row_max, tl.max(scores, 1))
+    p = tl.exp2(scores - new_max[:, None])
+    rescale = tl.exp2(row_max - new_max)
+    row_sum = row_sum * rescale + tl.sum(p, 1)
+    acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+    return acc, new_max, row_sum
+
+
+@triton.jit
 def attention_forward_kernel(
     Q, K, V, O, LSE,
     stride_qb, stride_qh, stride_qs, stride_qd,
@@ -74,7 +108,8 @@ def attention_forward_kernel(
     head = batch_head % num_heads
     kv_head = head // group_size
 
-    rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_start = block_m * BLOCK_M
+    rows = row_start + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = rows < q_len
@@ -85,36 +120,27 @@ def attention_forward_kernel(
     k_base = K + batch * stride_kb + kv_head * stride_kh
     v_base = V + batch * stride_vb + kv_head * stride_vh
 
-    # Bottom-right causal alignment: query i sees key j iff j <= i + causal_offset.
+    # Bottom-right causal alignment: query i sees key j iff j <= i + causal_offset. Key blocks below
+    # unmasked_end are seen whole by every row here; blocks from k_end on by none (they are skipped).
     causal_offset = k_len - q_len
     if CAUSAL:
-        k_end = tl.minimum(k_len, (block_m + 1) * BLOCK_M + causal_offset)
+        k_end = tl.minimum(k_len, row_start + BLOCK_M + causal_offset)
+        unmasked_end = tl.minimum(k_len, row_start + causal_offset + 1) // BLOCK_N * BLOCK_N
     else:
         k_end = k_len
+        unmasked_end = k_len // BLOCK_N * BLOCK_N
 
     row_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     row_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    for start_n in range(0, k_end, BLOCK_N):
-        cols = start_n + offs_n
-        col_ok = cols < k_len
-        k_t = tl.load(k_base + cols[None, :] * stride_ks + offs_d[:, None] * stride_kd,
-                      mask=col_ok[None, :] & dim_ok[:, None], other=0.0)
-        v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :] * stride_vd,
-                    mask=col_ok[:, None] & dim_ok[None, :], other=0.0)
-        # Scores in base 2: exp2(s * scale * log2 e) == exp(s * scale).
-        scores = tl.dot(q, k_t, input_precision=DOT_PRECISION) * qk_scale
-        visible = col_ok[None, :]
-        if CAUSAL:
-            visible = visible & (cols[None, :] <= rows[:, None] + causal_offset)
-        scores = tl.where(visible, scores, float("-inf"))
-
-        new_max = tl.maximum(row_max, tl.max(scores, 1))
-        p = tl.exp2(scores - new_max[:, None])
-        rescale = tl.exp2(row_max - new_max)
-        row_sum = row_sum * rescale + tl.sum(p, 1)
-        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-        row_max = new_max
+    for start_n in range(0, unmasked_end, BLOCK_N):
+        acc, row_max, row_sum = _forward_tile(
+            acc, row_max, row_sum, q, k_base, v_base, start_n, rows, offs_n, offs_d, dim_ok, k_len, causal_offset,
+            stride_ks, stride_kd, stride_vs, stride_vd, qk_scale, CAUSAL, False, DOT_PRECISION)
+    for start_n in range(unmasked_end, k_end, BLOCK_N):
+        acc, row_max, row_sum = _forward_tile(
+            acc, row_max, row_sum, q, k_base, v_base, start_n, rows, offs_n, offs_d, dim_ok, k_len, causal_offset,
+            stride_ks, stride_kd, stride_vs, stride_vd, qk_scale, CAUSAL, True, DOT_PRECISION)
 
     out = acc / row_sum[:, None]
     tl.store(O + batch * stride_ob + head * stride_oh + rows[:, None] * stride_os + offs_d[None, :] * stride_od,
@@ -145,6 +171,40 @@ def attention_backward_delta_kernel(
 
 
 @triton.jit
+def _dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, start_m, offs_m, offs_d, dim_ok, cols, col_ok,
+               q_len, causal_offset, stride_qs, stride_qd, stride_dos, stride_dod, qk_scale,
+               CAUSAL: tl.constexpr, MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Add one query block's share to a key block's dK and dV. Unmasked tiles hold only real query rows, each
+    seeing every key of the block. (Padded key rows need no mask: they only touch their own dK/dV rows, which
+    are never stored.)"""
+    rows = start_m + offs_m
+    row_ok = rows < q_len
+    if MASKED:
+        q_mask = row_ok[:, None] & dim_ok[None, :]
+        lse = tl.load(lse_base + rows, mask=row_ok, other=0.0)
+        delta = tl.load(delta_base + rows, mask=row_ok, other=0.0)
+    else:
+        q_mask = dim_ok[None, :]
+        lse = tl.load(lse_base + rows)
+        delta = tl.load(delta_base + rows)
+    q = tl.load(q_base + rows[:, None] * stride_qs + offs_d[None, :] * stride_qd, mask=q_mask, other=0.0)
+    do = tl.load(do_base + rows[:, None] * stride_dos + offs_d[None, :] * stride_dod, mask=q_mask, other=0.0)
+
+    # Transposed probabilities P^T (keys x queries), recomputed from the saved log-sum-exp.
+    p_t = tl.exp2(tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale - lse[None, :])
+    if MASKED:
+        visible = col_ok[:, None] & row_ok[None, :]
+        if CAUSAL:
+            visible = visible & (cols[:, None] <= rows[None, :] + causal_offset)
+        p_t = tl.where(visible, p_t, 0.0)
+    dv += tl.dot(p_t.to(do.dtype), do, input_precision=DOT_PRECISION)
+    dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
+    ds_t = p_t * (dp_t - delta[None, :])
+    dk += tl.dot(ds_t.to(q.dtype), q, input_precision=DOT_PRECISION)
+    return dk, dv
+
+
+@triton.jit
 def attention_backward_dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV,
     stride_qb, stride_qh, stride_qs, stride_qd,
@@ -164,7 +224,8 @@ def attention_backward_dkdv_kernel(
     head = batch_head % num_heads
     kv_head = head // group_size
 
-    cols = block_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_start = block_n * BLOCK_N
+    cols = col_start + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     col_ok = cols < k_len
@@ -179,40 +240,64 @@ def attention_backward_dkdv_kernel(
     lse_base = LSE + batch_head * q_len
     delta_base = DELTA + batch_head * q_len
 
+    # Query blocks before m_start see none of this key block; from band_end on they see all of it, and up to
+    # full_end they are free of padding rows: only [m_start, band_end) and [full_end, q_len) need masks.
     causal_offset = k_len - q_len
     if CAUSAL:
-        # The first query that sees this block's first key; earlier query blocks are fully masked.
-        m_start = tl.maximum(block_n * BLOCK_N - causal_offset, 0) // BLOCK_M * BLOCK_M
+        m_start = tl.maximum(col_start - causal_offset, 0) // BLOCK_M * BLOCK_M
+        band_end = tl.minimum(tl.cdiv(tl.maximum(col_start + BLOCK_N - 1 - causal_offset, 0), BLOCK_M) * BLOCK_M,
+                              q_len)
     else:
         m_start = 0
+        band_end = 0
+    full_end = tl.maximum(band_end, q_len // BLOCK_M * BLOCK_M)
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    for start_m in range(m_start, q_len, BLOCK_M):
-        rows = start_m + offs_m
-        row_ok = rows < q_len
-        q_mask = row_ok[:, None] & dim_ok[None, :]
-        q = tl.load(q_base + rows[:, None] * stride_qs + offs_d[None, :] * stride_qd, mask=q_mask, other=0.0)
-        do = tl.load(do_base + rows[:, None] * stride_dos + offs_d[None, :] * stride_dod, mask=q_mask, other=0.0)
-        lse = tl.load(lse_base + rows, mask=row_ok, other=0.0)
-        delta = tl.load(delta_base + rows, mask=row_ok, other=0.0)
-
-        # Transposed probabilities P^T (keys x queries), recomputed from the saved log-sum-exp.
-        scores_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale
-        visible = col_ok[:, None] & row_ok[None, :]
-        if CAUSAL:
-            visible = visible & (cols[:, None] <= rows[None, :] + causal_offset)
-        p_t = tl.where(visible, tl.exp2(scores_t - lse[None, :]), 0.0)
-        dv += tl.dot(p_t.to(do.dtype), do, input_precision=DOT_PRECISION)
-        dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
-        ds_t = p_t * (dp_t - delta[None, :])
-        dk += tl.dot(ds_t.to(q.dtype), q, input_precision=DOT_PRECISION)
+    for start_m in range(m_start, band_end, BLOCK_M):
+        dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, start_m, offs_m, offs_d, dim_ok,
+                            cols, col_ok, q_len, causal_offset, stride_qs, stride_qd, stride_dos, stride_dod,
+                            qk_scale, CAUSAL, True, DOT_PRECISION)
+    for start_m in range(band_end, full_end, BLOCK_M):
+        dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, start_m, offs_m, offs_d, dim_ok,
+                            cols, col_ok, q_len, causal_offset, stride_qs, stride_qd, stride_dos, stride_dod,
+                            qk_scale, CAUSAL, False, DOT_PRECISION)
+    for start_m in range(full_end, q_len, BLOCK_M):
+        dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, start_m, offs_m, offs_d, dim_ok,
+                            cols, col_ok, q_len, causal_offset, stride_qs, stride_qd, stride_dos, stride_dod,
+                            qk_scale, CAUSAL, True, DOT_PRECISION)
 
     dk *= softmax_scale
     tl.store(DK + batch * stride_dkb + head * stride_dkh + cols[:, None] * stride_dks + offs_d[None, :] * stride_dkd,
              dk.to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + batch * stride_dvb + head * stride_dvh + cols[:, None] * stride_dvs + offs_d[None, :] * stride_dvd,
              dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _dq_tile(dq, q, do, lse, delta, k_base, v_base, start_n, rows, row_ok, offs_n, offs_d, dim_ok, k_len,
+             causal_offset, stride_ks, stride_kd, stride_vs, stride_vd, qk_scale,
+             CAUSAL: tl.constexpr, MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Add one key block's share to a query block's dQ; unmasked tiles as in :func:`_forward_tile`."""
+    cols = start_n + offs_n
+    col_ok = cols < k_len
+    if MASKED:
+        kv_mask = col_ok[:, None] & dim_ok[None, :]
+    else:
+        kv_mask = dim_ok[None, :]
+    k = tl.load(k_base + cols[:, None] * stride_ks + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.0)
+    v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.0)
+
+    p = tl.exp2(tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale - lse[:, None])
+    if MASKED:
+        visible = row_ok[:, None] & col_ok[None, :]
+        if CAUSAL:
+            visible = visible & (cols[None, :] <= rows[:, None] + causal_offset)
+        p = tl.where(visible, p, 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+    ds = p * (dp - delta[:, None])
+    dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
+    return dq
 
 
 @triton.jit
@@ -233,7 +318,8 @@ def attention_backward_dq_kernel(
     head = batch_head % num_heads
     kv_head = head // group_size
 
-    rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_start = block_m * BLOCK_M
+    rows = row_start + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = rows < q_len
@@ -248,28 +334,24 @@ def attention_backward_dq_kernel(
     k_base = K + batch * stride_kb + kv_head * stride_kh
     v_base = V + batch * stride_vb + kv_head * stride_vh
 
+    # The same split of key blocks as the forward. Padding query rows need no mask: their dQ is never stored.
     causal_offset = k_len - q_len
     if CAUSAL:
-        k_end = tl.minimum(k_len, (block_m + 1) * BLOCK_M + causal_offset)
+        k_end = tl.minimum(k_len, row_start + BLOCK_M + causal_offset)
+        unmasked_end = tl.minimum(k_len, row_start + causal_offset + 1) // BLOCK_N * BLOCK_N
     else:
         k_end = k_len
+        unmasked_end = k_len // BLOCK_N * BLOCK_N
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    for start_n in range(0, k_end, BLOCK_N):
-        cols = start_n + offs_n
-        col_ok = cols < k_len
-        kv_mask = col_ok[:, None] & dim_ok[None, :]
-        k = tl.load(k_base + cols[:, None] * stride_ks + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.0)
-        v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.0)
-
-        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-        visible = row_ok[:, None] & col_ok[None, :]
-        if CAUSAL:
-            visible = visible & (cols[None, :] <= rows[:, None] + causal_offset)
-        p = tl.where(visible, tl.exp2(scores - lse[:, None]), 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
-        ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
+    for start_n in range(0, unmasked_end, BLOCK_N):
+        dq = _dq_tile(dq, q, do, lse, delta, k_base, v_base, start_n, rows, row_ok, offs_n, offs_d, dim_ok, k_len,
+                      causal_offset, stride_ks, stride_kd, stride_vs, stride_vd, qk_scale,
+                      CAUSAL, False, DOT_PRECISION)
+    for start_n in range(unmasked_end, k_end, BLOCK_N):
+        dq = _dq_tile(dq, q, do, lse, delta, k_base, v_base, start_n, rows, row_ok, offs_n, offs_d, dim_ok, k_len,
+                      causal_offset, stride_ks, stride_kd, stride_vs, stride_vd, qk_scale,
+                      CAUSAL, True, DOT_PRECISION)
 
     dq *= softmax_scale
     tl.store(DQ + batch * stride_dqb + head * stride_dqh + rows[:, None] * stride_dqs + offs_d[None, :] * stride_dqd,
