@@ -172,3 +172,17 @@ def test_sequence_longer_than_max_seq_len_is_rejected(make_config):
     model = GenesisLM(make_config(max_seq_len=8))
     with pytest.raises(ValueError, match="9 tokens exceed max_seq_len=8"):
         model(torch.zeros(1, 9, dtype=torch.long))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 24), (1, 24), (24,), (3, 1, 24)])
+def test_linear_matches_float64_for_every_row_layout(shape):
+    """One bf16 row takes the matrix-vector kernel; it must give the matmul's answer in every layout."""
+    from genesis_model.model import linear
+
+    weight = torch.randn(40, 24)
+    x = torch.randn(shape)
+    expected = x.double() @ weight.double().T
+    torch.testing.assert_close(linear(x, weight).double(), expected, atol=1e-5, rtol=1e-5)
+    bf16 = linear(x.bfloat16(), weight.bfloat16())
+    assert bf16.dtype == torch.bfloat16 and bf16.shape == expected.shape
+    torch.testing.assert_close(bf16.double(), expected, atol=0.1, rtol=0.02)
