@@ -217,19 +217,44 @@ def _attention_providers(device: torch.device, triton_timed: bool, causal: bool)
     return providers
 
 
+BENCH_COLUMNS = [("op", 13), ("seq/rows", 8), ("provider", 10), ("mode", 7), ("ms", 10), ("throughput", 16),
+                 ("peak MiB", 9)]
+
+
+def _bench_row(*cells: object) -> None:
+    """Print one row of the bench table as soon as it is measured (a long GPU run may be cut short)."""
+    print("  ".join(str(cell).ljust(width) for cell, (_, width) in zip(cells, BENCH_COLUMNS)).rstrip(), flush=True)
+
+
+def _bench_modes(op: str, size: int, provider: str, device: torch.device, reps: int,
+                 inputs: tuple[torch.Tensor, ...], modes: list[tuple[str, Callable[[], object], Callable]]) -> None:
+    """Time each (mode, step, throughput-from-ms) and measure its peak extra memory in a separate run."""
+    for mode, step, throughput in modes:
+        try:
+            ms = _time_ms(step, device, reps)
+            with peak_memory(device, inputs) as peak:
+                step()
+        except RuntimeError as error:  # a backend that refuses the case, or out of memory
+            _bench_row(op, size, provider, mode, "-", "-", f"skipped: {str(error).splitlines()[0][:80]}")
+            continue
+        _bench_row(op, size, provider, mode, f"{ms:.3f}", throughput(ms), f"{peak.bytes / 2**20:.1f}")
+
+
 def bench(args: argparse.Namespace) -> int:
     device = _device(args.device)
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     triton_timed = "triton" in available_backends(device) and device.type == "cuda"
-    print(f"genesis-kernels bench on {device}, {str(dtype).removeprefix('torch.')}, torch {torch.__version__}")
-    if device.type != "cuda":
-        print("note: on the CPU only the non-interpreter backends are timed (the Triton interpreter runs "
-              "kernels in Python; its time says nothing about the kernels)")
     on_gpu = device.type == "cuda"
     seq_lens = args.seq_lens or ([512, 1024, 2048, 4096, 8192] if on_gpu else [128, 256, 512])
     tokens = args.tokens or (16384 if on_gpu else 2048)
-    rows = []
     causal = not args.no_causal
+    print(f"genesis-kernels bench on {device}, {str(dtype).removeprefix('torch.')}, torch {torch.__version__}, "
+          f"{tokens} tokens a batch, {args.heads} heads, head_dim {args.head_dim}{', causal' if causal else ''}")
+    if not on_gpu:
+        print("note: on the CPU only the non-interpreter backends are timed (the Triton interpreter runs "
+              "kernels in Python; its time says nothing about the kernels)")
+    _bench_row(*(name for name, _ in BENCH_COLUMNS))
+    _bench_row(*("-" * width for _, width in BENCH_COLUMNS))
     naive_limit = (8 << 30) if on_gpu else (1 << 30)
     for seq_len in seq_lens:
         batch = max(1, tokens // seq_len)
@@ -237,51 +262,40 @@ def bench(args: argparse.Namespace) -> int:
         forward_flops = 4 * batch * args.heads * seq_len * seq_len * args.head_dim * (0.5 if causal else 1.0)
         for name, attention in _attention_providers(device, triton_timed, causal).items():
             if name == "naive" and batch * args.heads * seq_len * seq_len * 4 * 3 > naive_limit:
-                rows.append(["attention", seq_len, name, "-", "-", "-", "skipped: score matrix too large"])
+                _bench_row("attention", seq_len, name, "-", "-", "-", "skipped: score matrix too large")
                 continue
             q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
             grad = torch.randn(shape, device=device, dtype=dtype)
-            for mode, flops, step in (
-                ("fwd", forward_flops, lambda: attention(q, k, v)),
+            _bench_modes("attention", seq_len, name, device, args.reps, (q, k, v), [
+                ("fwd", lambda: attention(q, k, v), lambda ms: f"{forward_flops / ms / 1e9:.3g} TFLOP/s"),
                 # The backward does 2.5x the forward's matmul work.
-                ("fwd+bwd", 3.5 * forward_flops, lambda: attention(q, k, v).backward(grad)),
-            ):
-                ms = _time_ms(step, device, args.reps)
-                with peak_memory(device, (q, k, v)) as peak:
-                    step()
-                rows.append(["attention", seq_len, name, mode, f"{ms:.3f}", f"{flops / ms / 1e9:.3g} TFLOP/s",
-                             f"{peak.bytes / 2**20:.1f}"])
-    rows.extend(_bench_rowwise("swiglu", args.swiglu_width, tokens, args, device, dtype, triton_timed))
-    rows.extend(_bench_rowwise("residual_norm", args.norm_width, tokens, args, device, dtype, triton_timed))
-    _print_table(["op", "seq/rows", "provider", "mode", "ms", "throughput", "peak MiB"], rows)
+                ("fwd+bwd", lambda: attention(q, k, v).backward(grad),
+                 lambda ms: f"{3.5 * forward_flops / ms / 1e9:.3g} TFLOP/s"),
+            ])
+    for op, width in (("swiglu", args.swiglu_width), ("residual_norm", args.norm_width)):
+        for backend in (["triton"] if triton_timed else []) + ["torch"]:
+            _bench_rowwise(op, width, tokens, backend, args.reps, device, dtype)
     return 0
 
 
-def _bench_rowwise(op: str, width: int, rows_n: int, args: argparse.Namespace, device: torch.device,
-                   dtype: torch.dtype, triton_timed: bool) -> list[list[str]]:
-    """Forward and forward+backward of swiglu or residual_norm on (rows_n, width), in GB/s moved."""
-    backends = (["triton"] if triton_timed else []) + ["torch"]
-    results = []
-    for backend in backends:
-        inputs = [torch.randn(rows_n, width, device=device, dtype=dtype, requires_grad=True) for _ in range(2)]
-        weight = torch.ones(width, device=device, dtype=dtype, requires_grad=True)
-        if op == "swiglu":
-            def run():
-                return swiglu(*inputs, backend=backend)
-        else:
-            def run():
-                return residual_norm(*inputs, weight, alpha=2.0, backend=backend)
-        # Both read two (rows, width) tensors and write one forward; backward reads three and writes two.
-        bytes_fwd, bytes_bwd = 3 * inputs[0].nbytes, 5 * inputs[0].nbytes
-        grad = torch.randn(rows_n, width, device=device, dtype=dtype)
-        for mode, moved, step in (("fwd", bytes_fwd, run), ("fwd+bwd", bytes_fwd + bytes_bwd,
-                                                             lambda: run().backward(grad))):
-            ms = _time_ms(step, device, args.reps)
-            with peak_memory(device, tuple(inputs)) as peak:
-                step()
-            results.append([op, rows_n, backend, mode, f"{ms:.3f}", f"{moved / ms / 1e6:.4g} GB/s",
-                            f"{peak.bytes / 2**20:.1f}"])
-    return results
+def _bench_rowwise(op: str, width: int, rows: int, backend: str, reps: int, device: torch.device,
+                   dtype: torch.dtype) -> None:
+    """Forward and forward+backward of swiglu or residual_norm on (rows, width), in GB/s moved."""
+    inputs = tuple(torch.randn(rows, width, device=device, dtype=dtype, requires_grad=True) for _ in range(2))
+    weight = torch.ones(width, device=device, dtype=dtype, requires_grad=True)
+    grad = torch.randn(rows, width, device=device, dtype=dtype)
+    if op == "swiglu":
+        def run():
+            return swiglu(*inputs, backend=backend)
+    else:
+        def run():
+            return residual_norm(*inputs, weight, alpha=2.0, backend=backend)
+    # Both read two (rows, width) tensors and write one forward; backward reads three and writes two.
+    forward_bytes, backward_bytes = 3 * inputs[0].nbytes, 5 * inputs[0].nbytes
+    _bench_modes(op, rows, backend, device, reps, inputs, [
+        ("fwd", run, lambda ms: f"{forward_bytes / ms / 1e6:.4g} GB/s"),
+        ("fwd+bwd", lambda: run().backward(grad), lambda ms: f"{(forward_bytes + backward_bytes) / ms / 1e6:.4g} GB/s"),
+    ])
 
 
 def _parser() -> argparse.ArgumentParser:
