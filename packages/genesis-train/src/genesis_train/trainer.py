@@ -130,8 +130,9 @@ class Trainer:
         self.model.train()
         return sum(losses) / len(losses)
 
-    def train_step(self) -> tuple[dict[str, list[float]], int]:
-        task_losses: dict[str, list[float]] = defaultdict(list)
+    def train_step(self) -> tuple[dict[str, list[torch.Tensor]], int]:
+        # Losses stay on the device until a log line needs them: no host sync per micro-batch.
+        task_losses: dict[str, list[torch.Tensor]] = defaultdict(list)
         tokens = 0
         for _ in range(self.cfg.grad_accum):
             batch = next(self.sampler)
@@ -139,7 +140,7 @@ class Trainer:
             with self.autocast():
                 loss = self.forward(to_device(batch, self.device))["loss"]
             self.scaler.scale(loss / self.cfg.grad_accum).backward()
-            task_losses[batch["task"]].append(float(loss))
+            task_losses[batch["task"]].append(loss.detach())
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -170,7 +171,7 @@ class Trainer:
             first_val = self.evaluate()
             self.metrics.write({"step": 0, "val_loss": first_val})
         progress = Progress(cfg.steps, start=self.step, enabled=cfg.progress)
-        window: dict[str, list[float]] = defaultdict(list)
+        window: dict[str, list[torch.Tensor]] = defaultdict(list)
         window_tokens, window_t0 = 0, time.perf_counter()
         last_val = None if self.step < cfg.steps else self.evaluate()
         try:
@@ -183,7 +184,7 @@ class Trainer:
                 record: dict[str, Any] = {}
                 if self.step % cfg.log_interval == 0 or self.step == cfg.steps:
                     elapsed = time.perf_counter() - window_t0
-                    record = {f"loss_{t}": sum(v) / len(v) for t, v in window.items()}
+                    record = {f"loss_{t}": torch.stack(v).float().mean().item() for t, v in window.items()}
                     record.update(lr=self.scheduler.get_last_lr()[0], tokens_per_s=window_tokens / elapsed)
                     window.clear()
                     window_tokens, window_t0 = 0, time.perf_counter()
