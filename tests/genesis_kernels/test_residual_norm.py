@@ -11,7 +11,7 @@ BACKENDS = genesis_kernels.available_backends("cpu")
 # atol/rtol per dtype, forward and gradients, for O(1) activations.
 TOLERANCES = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 4e-2}
 
-SHAPES = [(1, 1), (7, 48), (2, 7, 77), (3, 768)]
+SHAPES = [(1, 1), (7, 48), (2, 7, 77), (3, 768), (300, 16)]  # 300 rows: several row tiles and programs
 
 
 def reference_residual_norm(x, fx, weight, bias, alpha, eps, norm):

@@ -12,7 +12,8 @@ BACKENDS = genesis_kernels.available_backends("cpu")
 # atol/rtol per dtype, forward and gradients (the interpreter casts to bfloat16 by truncation).
 TOLERANCES = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 
-SHAPES = [(1,), (7,), (2, 7, 48), (3, 77), (2, 1500)]  # 1500 crosses a 1024-wide column block
+# 1500 crosses a 1024-wide column block; 300 rows of 16 cross a 256-row tile
+SHAPES = [(1,), (7,), (2, 7, 48), (3, 77), (2, 1500), (300, 16)]
 
 
 def reference_swiglu(gate, up):
