@@ -172,3 +172,13 @@ def test_peak_memory_grows_linearly_not_quadratically():
     assert naive_growth > 3.5
     # and at 512 tokens the naive path already needs far more
     assert _peak_extra_bytes(naive_attention, 512) > 10 * _peak_extra_bytes(triton_attention, 512)
+
+
+@pytest.mark.parametrize("q_shape,kv_shape,message", [
+    ((1, 3, 7, 16), (1, 2, 7, 16), "3 query heads are not a multiple of 2 kv heads"),
+    ((1, 2, 7, 16), (1, 2, 7, 32), "k and v must have one shape, with q's batch and head_dim"),
+    ((2, 7, 16), (2, 7, 16), r"must be \(batch, heads, seq, head_dim\)"),
+])
+def test_triton_path_rejects_malformed_inputs(q_shape, kv_shape, message):
+    with pytest.raises(ValueError, match=message):
+        flash_attention(torch.randn(q_shape), torch.randn(kv_shape), torch.randn(kv_shape), backend="triton")
