@@ -53,3 +53,31 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["torch_threads"] = torch.get_num_threads()
     if DEVICE.type == "cuda":
         machine_info["cuda"] = torch.version.cuda
+
+
+# -- data shared by the tokenizer and sampler groups ------------------------------------------------------------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_cache_dir(tmp_path_factory):
+    """A fresh cache for tokenizers and token arrays: every run trains and tokenizes from scratch (untimed), so no
+    state left in ~/.cache changes what is measured."""
+    return tmp_path_factory.mktemp("genesis-cache")
+
+
+@pytest.fixture(scope="session")
+def builtin_corpus():
+    pytest.importorskip("pythonbible", reason="the built-in corpus needs pythonbible")
+    from genesis_data.corpus import Corpus
+
+    return Corpus.builtin()
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer_path(builtin_corpus, data_cache_dir):
+    from genesis_data.tokenizer import load_or_train_tokenizer
+
+    from benchmarks.workloads import VOCAB_SIZE
+
+    return load_or_train_tokenizer(builtin_corpus, "bpe", VOCAB_SIZE, data_cache_dir)

@@ -1,0 +1,70 @@
+"""Batch-1 KV-cache decoding, a 32-token prompt and 128 new greedy tokens: genesis_model.generate against HF
+transformers' `generate` (its default dynamic cache) on a LlamaForCausalLM of the same shape, in the same run.
+
+Batch-1 decoding streams every weight once per token, so report.py sets tokens/s against the limit the in-run
+matrix-vector bandwidth implies. Groups: `decode_<preset>` (fp32 weights) and `decode_bf16_<preset>`."""
+
+import pytest
+import torch
+
+from benchmarks.workloads import (
+    DECODE_NEW_TOKENS,
+    DECODE_PROMPT_TOKENS,
+    MODEL_IMPLS,
+    ON_CUDA,
+    build_model,
+    decode_bytes_per_token,
+    model_config,
+    random_tokens,
+    synchronized,
+)
+
+CASES = [("tiny", "float32"), ("small", "float32"), ("tiny", "bfloat16")]
+CASES += [("deep_narrow_40", "bfloat16")] if ON_CUDA else []
+ROUNDS = 3
+
+
+def group_name(preset: str, dtype: str) -> str:
+    return f"decode_{preset}" if dtype == "float32" else f"decode_bf16_{preset}"
+
+
+def decoder(impl: str, model, prompt: torch.Tensor):
+    """A callable that generates DECODE_NEW_TOKENS tokens after `prompt` (1, P) and checks it got all of them."""
+    if impl == "genesis":
+        from genesis_model import generate
+
+        prompts = prompt.tolist()
+
+        def decode():
+            (new_tokens,) = generate(model, prompts, max_new_tokens=DECODE_NEW_TOKENS)
+            assert len(new_tokens) == DECODE_NEW_TOKENS
+
+        return decode
+
+    # No end-of-sequence token: every run generates the full DECODE_NEW_TOKENS.
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    attention_mask = torch.ones_like(prompt)
+
+    def decode():
+        output = model.generate(input_ids=prompt, attention_mask=attention_mask, do_sample=False,
+                                max_new_tokens=DECODE_NEW_TOKENS)
+        assert output.shape[1] == prompt.shape[1] + DECODE_NEW_TOKENS
+
+    return decode
+
+
+@pytest.mark.parametrize("impl", MODEL_IMPLS)
+@pytest.mark.parametrize(("preset", "dtype"), CASES, ids=[f"{preset}-{dtype}" for preset, dtype in CASES])
+def test_decode(benchmark, preset, dtype, impl):
+    cfg = model_config(preset)
+    torch_dtype = getattr(torch, dtype)
+    model = build_model(impl, cfg, torch_dtype).eval()
+    prompt = random_tokens(1, DECODE_PROMPT_TOKENS)
+    bytes_per_token = decode_bytes_per_token(cfg, torch_dtype.itemsize)
+    benchmark.group = group_name(preset, dtype)
+    benchmark.extra_info.update(
+        impl=impl, preset=preset, dtype=dtype, prompt_tokens=DECODE_PROMPT_TOKENS, tokens=DECODE_NEW_TOKENS,
+        bytes_per_token=bytes_per_token, bytes=bytes_per_token * DECODE_NEW_TOKENS,
+    )
+    benchmark.pedantic(synchronized(decoder(impl, model, prompt)), rounds=ROUNDS, warmup_rounds=1)
