@@ -1,3 +1,6 @@
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +17,8 @@ from genesis_data.blocks import (
 )
 from genesis_data.corpus import Corpus, Translation
 from genesis_data.tokenizer import load_or_train_tokenizer
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +43,24 @@ def test_cache_is_reused(builtin_corpus, builtin_bpe, cache_dir, tokenized):
     assert again.cache_path == tokenized.cache_path
 
 
-def test_cache_is_rebuilt_when_corpus_or_tokenizer_changes(builtin_corpus, builtin_bpe, cache_dir, tokenized):
-    fewer = Corpus(builtin_corpus.translations[:2])
-    assert TokenizedCorpus.load_or_build(fewer, builtin_bpe, cache_dir).cache_path != tokenized.cache_path
-    char = load_or_train_tokenizer(builtin_corpus, "char", 384, cache_dir)
-    rebuilt = TokenizedCorpus.load_or_build(builtin_corpus, char, cache_dir)
-    assert rebuilt.cache_path != tokenized.cache_path
-    assert len(rebuilt.tokens) > len(tokenized.tokens)
+def test_cache_is_rebuilt_when_corpus_or_tokenizer_changes(tmp_path):
+    folder = tmp_path / "bible"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "formats" / "Mini.txt", folder / "MiniTxt.txt")
+    shutil.copy(FIXTURES / "formats" / "Mini.json", folder / "MiniJson.json")
+    mini = Corpus.from_bible_dir(folder, cache_dir=tmp_path)
+    bpe = load_or_train_tokenizer(mini, "bpe", 300, tmp_path)
+    char = load_or_train_tokenizer(mini, "char", 300, tmp_path)
+    built = TokenizedCorpus.load_or_build(mini, bpe, tmp_path)
+    fewer = Corpus(mini.translations[:1])
+    assert TokenizedCorpus.load_or_build(fewer, bpe, tmp_path).cache_path != built.cache_path
+    rebuilt = TokenizedCorpus.load_or_build(mini, char, tmp_path)
+    assert rebuilt.cache_path != built.cache_path
+    # One token per character, except the atomic words: 7 characters, 1 token.
+    characters = sum(len(" " + text) for text in mini.iter_texts())
+    atomic = sum(text.count("Jehovah") + text.count("JEHOVAH") for text in mini.iter_texts())
+    assert len(rebuilt.tokens) == characters - 6 * atomic
+    assert len(list((tmp_path / "tokens").iterdir())) == 3
 
 
 def test_validation_holds_out_whole_chapters_in_every_translation(builtin_corpus, tokenized):

@@ -1,5 +1,6 @@
 import logging
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from genesis_data.readers.openbible import read_cross_references
 from genesis_data.sampler import DEFAULT_WEIGHTS, MAX_XREF_VERSES, TASKS, MultiTaskSampler
 from genesis_data.tokenizer import SPECIAL_TOKENS
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PAD, BOS, EOS, SEP = (list(SPECIAL_TOKENS).index(role) for role in ("pad", "bos", "eos", "sep"))
 BLOCK, BATCH = 256, 6
 
@@ -218,9 +220,12 @@ def test_running_text_enables_lm_only(tmp_path, cache_dir, caplog):
     assert len(sampler.validation_batches(1)) == 1
 
 
-def test_single_translation_has_no_paraphrase(builtin_corpus, builtin_bpe, cache_dir):
-    sampler = MultiTaskSampler(Corpus([builtin_corpus["KJV"]]), builtin_bpe, block_size=BLOCK, cache_dir=cache_dir)
+def test_single_translation_has_no_paraphrase(builtin_bpe, tmp_path, caplog):
+    mini = Corpus.from_bible_dir(FIXTURES / "formats", cache_dir=tmp_path)
+    with caplog.at_level(logging.WARNING):
+        sampler = MultiTaskSampler(Corpus([mini["Mini"]]), builtin_bpe, block_size=BLOCK, cache_dir=tmp_path)
     assert sampler.tasks == ["lm", "coherence"]
+    assert "task paraphrase is off: it needs two verse-aligned translations" in caplog.text
 
 
 @pytest.mark.parametrize(

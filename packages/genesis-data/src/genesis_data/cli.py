@@ -120,10 +120,11 @@ def _train_tokenizer(args) -> None:
 def _sampler(args):
     from genesis_data.sampler import MultiTaskSampler
 
+    cross_references = _cross_references(args)  # checked first: a wrong path should not wait for training
     corpus = _corpus(args)
     tokenizer_path = _tokenizer_path(args, corpus)
     sampler = MultiTaskSampler(corpus, tokenizer_path, block_size=args.block_size, batch_size=1, seed=args.seed,
-                               cross_references=_cross_references(args), cache_dir=args.cache_dir)
+                               cross_references=cross_references, cache_dir=args.cache_dir)
     return corpus, tokenizer_path, sampler
 
 
