@@ -53,13 +53,13 @@ def test_unsupported_devices_are_refused():
 
 def test_gpu_families(monkeypatch):
     for capability, family in [((7, 5), "sm_75"), ((8, 0), "sm_8x"), ((8, 9), "sm_8x"), ((9, 0), "sm_90")]:
-        monkeypatch.setattr(dispatch, "_capability", lambda index, capability=capability: capability)
+        monkeypatch.setattr(dispatch, "_capability", lambda device, capability=capability: capability)
         assert dispatch.gpu_family(torch.device("cuda", 0)) == family
     assert dispatch.gpu_family(torch.device("cpu")) == "interpreter"
 
 
 def test_bf16_refused_on_turing(monkeypatch):
-    monkeypatch.setattr(dispatch, "_capability", lambda index: (7, 5))
+    monkeypatch.setattr(dispatch, "_capability", lambda device: (7, 5))
     reason = dispatch._dtype_reason(torch.bfloat16, torch.device("cuda", 0), arithmetic_in_dtype=True)
     assert "sm_75 (Turing) has no bfloat16 tensor cores" in reason
     assert dispatch._dtype_reason(torch.float16, torch.device("cuda", 0), arithmetic_in_dtype=True) is None

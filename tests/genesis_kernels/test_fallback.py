@@ -48,6 +48,7 @@ def test_naive_attention_matches_sdpa():
                                fallback.attention(q, k, v, causal=True))
 
 
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")
 def test_autocast():
     q, k, v = torch.randn(3, 1, 2, 9, 16).unbind(0)
     weight = torch.ones(16)

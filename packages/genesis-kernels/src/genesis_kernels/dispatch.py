@@ -48,14 +48,18 @@ def gpu_family(device: torch.device) -> str:
     "interpreter" for CPU tensors run by the Triton interpreter."""
     if device.type != "cuda":
         return "interpreter"
-    major, minor = _capability(device.index)
+    major, _ = _capability(device)
     if major >= 9:
         return "sm_90"
     return "sm_8x" if major == 8 else "sm_75"
 
 
+def _capability(device: torch.device) -> tuple[int, int]:
+    return _capability_of_index(device.index if device.index is not None else torch.cuda.current_device())
+
+
 @functools.cache
-def _capability(index: int | None) -> tuple[int, int]:
+def _capability_of_index(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
@@ -63,10 +67,9 @@ def _capability(index: int | None) -> tuple[int, int]:
 def _triton_state() -> tuple[str | None, bool]:
     """(why Triton cannot run at all or None, whether the kernels were built for the interpreter)."""
     try:
-        import triton  # noqa: F401
+        from triton.runtime.interpreter import InterpretedFunction
     except ImportError:
         return "Triton is not installed (pip install 'genesis-kernels[triton]')", False
-    from triton.runtime.interpreter import InterpretedFunction
 
     # triton.jit reads TRITON_INTERPRET when a kernel is defined, so the kernels themselves say which they are.
     from .kernels.swiglu import swiglu_forward_kernel
@@ -86,9 +89,9 @@ def _device_reason(device: torch.device) -> str | None:
     if device.type == "cuda":
         if interpreted:
             return "TRITON_INTERPRET=1 built the kernels for the interpreter: unset it to run them on CUDA"
-        if _capability(device.index) < (7, 5):
-            return f"the Triton kernels need compute capability 7.5 or newer, this GPU is sm_" \
-                   f"{''.join(map(str, _capability(device.index)))}"
+        major, minor = _capability(device)
+        if (major, minor) < (7, 5):
+            return f"the Triton kernels need compute capability 7.5 or newer, this GPU is sm_{major}{minor}"
         return None
     return f"the Triton kernels do not run on {device.type} tensors"
 
