@@ -55,7 +55,8 @@ class Check:
     status: str = ""
 
 
-def _max_error_ratio(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> tuple[float, bool]:
+def _max_error_and_ok(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> tuple[float, bool]:
+    """The largest absolute error, and whether every element is within atol + rtol * |expected|."""
     error = (actual.double() - expected).abs()
     return error.max().item(), bool((error <= atol + rtol * expected.abs()).all())
 
@@ -75,13 +76,13 @@ def _compare(check: Check, run: Callable[..., torch.Tensor], inputs: list[torch.
     leaves64 = [t.detach().double().requires_grad_() for t in inputs]
     expected = reference(*leaves64)
     expected.backward(grad_out.double())
-    check.forward_error, forward_ok = _max_error_ratio(out, expected, atol, rtol)
+    check.forward_error, forward_ok = _max_error_and_ok(out, expected, atol, rtol)
     gradients_ok = True
     check.gradient_error = 0.0
     for leaf, leaf64 in zip(leaves, leaves64):
         # Parameter gradients sum over rows: scale the absolute tolerance with their size.
         scale = max(1.0, leaf64.grad.abs().max().item())
-        error, ok = _max_error_ratio(leaf.grad, leaf64.grad, atol * scale, rtol)
+        error, ok = _max_error_and_ok(leaf.grad, leaf64.grad, atol * scale, rtol)
         check.gradient_error = max(check.gradient_error, error)
         gradients_ok &= ok
     check.status = "pass" if forward_ok and gradients_ok else "FAIL"
@@ -150,7 +151,7 @@ def _backends(device: torch.device, requested: str) -> list[str]:
     return [requested]
 
 
-def _dtypes(device: torch.device, names: str | None) -> list[torch.dtype]:
+def _dtypes(names: str | None) -> list[torch.dtype]:
     if names is None:
         names = "fp32,fp16,bf16"
     dtypes = []
@@ -159,6 +160,10 @@ def _dtypes(device: torch.device, names: str | None) -> list[torch.dtype]:
             raise SystemExit(f"genesis-kernels: --dtypes: {name!r} is not one of {', '.join(DTYPES)}")
         dtypes.append(DTYPES[name])
     return dtypes
+
+
+def _format_error(error: float) -> str:
+    return "-" if error != error else f"{error:.2e}"  # NaN: the case was skipped
 
 
 def verify(args: argparse.Namespace) -> int:
@@ -170,12 +175,12 @@ def verify(args: argparse.Namespace) -> int:
     allow_tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        checks = _verify_checks(device, backends, _dtypes(device, args.dtypes))
+        checks = _verify_checks(device, backends, _dtypes(args.dtypes))
     finally:
         torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     _print_table(["op", "case", "dtype", "backend", "max err fwd", "max err grad", "result"],
                  [[c.op, c.case, str(c.dtype).removeprefix("torch."), c.backend,
-                   f"{c.forward_error:.2e}", f"{c.gradient_error:.2e}", c.status] for c in checks])
+                   _format_error(c.forward_error), _format_error(c.gradient_error), c.status] for c in checks])
     failures = sum(c.status == "FAIL" for c in checks)
     passed = sum(c.status == "pass" for c in checks)
     print(f"{passed} passed, {failures} failed, {len(checks) - passed - failures} skipped")
