@@ -55,8 +55,8 @@ def small_corpus(shared_corpus) -> Corpus:
 
 
 @pytest.fixture(scope="session")
-def builtin_corpus() -> Corpus:
-    return Corpus.builtin()
+def builtin_corpus(cache_dir) -> Corpus:
+    return Corpus.builtin(cache_dir=cache_dir)
 
 
 @pytest.fixture(scope="session")

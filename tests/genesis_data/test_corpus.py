@@ -125,6 +125,16 @@ def test_builtin_corpus(builtin_corpus):
     assert all(len(t.books) == 66 and t.language == "en" for t in builtin_corpus.translations)
 
 
+def test_builtin_parse_is_cached(builtin_corpus, tmp_path):
+    first = Corpus.builtin(cache_dir=tmp_path)
+    assert len(list((tmp_path / "parsed").glob("pythonbible-*.npz"))) == 3
+    second = Corpus.builtin(cache_dir=tmp_path)
+    for a, b, c in zip(first.translations, second.translations, builtin_corpus.translations):
+        assert a.texts == b.texts == c.texts
+        assert a.fingerprint == b.fingerprint
+    assert first.fingerprint == second.fingerprint == builtin_corpus.fingerprint
+
+
 def test_text_file_is_one_unaligned_translation(tmp_path):
     path = tmp_path / "genesis.txt"
     path.write_text("In the beginning God created\nthe heaven and the earth.\n\nAnd the earth was void.\n", encoding="utf-8")

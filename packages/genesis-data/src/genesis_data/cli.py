@@ -59,7 +59,7 @@ def _corpus(args) -> Corpus:
         return Corpus.from_bible_dir(args.bible_dir, cache_dir=args.cache_dir)
     if args.text_file is not None:
         return Corpus.from_text_file(args.text_file)
-    return Corpus.builtin()
+    return Corpus.builtin(cache_dir=args.cache_dir)
 
 
 def _cross_references(args) -> Path | None:

@@ -127,31 +127,27 @@ class Corpus:
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def builtin(cls) -> Corpus:
-        """ASV, KJV and WEB from the pythonbible packages (English, 31,102 verses each)."""
-        import pythonbible
-        from pythonbible.bible import get_bible
-
-        package_version = _distribution_version("pythonbible")
+    def builtin(cls, cache_dir: str | Path | None = None) -> Corpus:
+        """ASV, KJV and WEB from the pythonbible packages (English, 31,102 verse positions each); the parse
+        is cached, so later processes neither import the large text modules nor clean 93,000 verses again."""
+        parse_cache = Path(cache_dir or default_cache_dir()) / "parsed"
+        pythonbible_version = f"pythonbible-{_distribution_version('pythonbible')}"
         translations = []
         for version_name in BUILTIN_VERSIONS:
-            bible = get_bible(pythonbible.Version[version_name], "plain_text")
-            keys, texts = [], []
-            for verse_id in bible.get_verse_ids():
-                text = _clean_pythonbible_verse(bible.get_scripture(verse_id))
-                if text:
-                    # pythonbible ids are book * 1e6 + chapter * 1e3 + verse, like ours, with its own book numbers.
-                    book = pythonbible.Book(verse_id // 1_000_000)
-                    keys.append(canon.book_number(book.name) * 1_000_000 + verse_id % 1_000_000)
-                    texts.append(text)
+            package = f"pythonbible-{BUILTIN_NAMES[version_name].lower()}"
+            fingerprint = f"{package}-{_distribution_version(package)}-{pythonbible_version}-reader{READER_VERSION}"
+            parsed = _load_parse(parse_cache, fingerprint)
+            if parsed is None:
+                parsed = _read_pythonbible(version_name)
+                _save_parse(parse_cache, fingerprint, parsed)
             translations.append(
                 Translation(
                     name=BUILTIN_NAMES[version_name],
                     language="en",
-                    format="pythonbible",
-                    keys=keys,
-                    texts=texts,
-                    fingerprint=f"pythonbible-{package_version}-{version_name}",
+                    format=parsed.format,
+                    keys=parsed.keys,
+                    texts=parsed.texts,
+                    fingerprint=fingerprint,
                 )
             )
         return cls(translations)
@@ -219,11 +215,23 @@ class Corpus:
 _PYTHONBIBLE_VERSE_NUMBER = re.compile(r"^\d+\.\s*")
 
 
-def _clean_pythonbible_verse(text: str) -> str:
-    # pythonbible's plain text starts each verse with its number ("1. In the beginning"); its WEB writes
-    # apostrophes as backticks.
-    text = _PYTHONBIBLE_VERSE_NUMBER.sub("", text).replace("`", "'")
-    return " ".join(text.split())
+def _read_pythonbible(version_name: str) -> ParsedBible:
+    import pythonbible
+    from pythonbible.bible import get_bible
+
+    bible = get_bible(pythonbible.Version[version_name], "plain_text")
+    keys, texts = [], []
+    for verse_id in bible.get_verse_ids():
+        # Plain text starts each verse with its number ("1. In the beginning"); the WEB writes apostrophes
+        # as backticks.
+        text = _PYTHONBIBLE_VERSE_NUMBER.sub("", bible.get_scripture(verse_id)).replace("`", "'")
+        text = " ".join(text.split())
+        if text:
+            # pythonbible ids are book * 1e6 + chapter * 1e3 + verse, like ours, with its own book numbers.
+            book = pythonbible.Book(verse_id // 1_000_000)
+            keys.append(canon.book_number(book.name) * 1_000_000 + verse_id % 1_000_000)
+            texts.append(text)
+    return ParsedBible("pythonbible", keys, texts)
 
 
 def _distribution_version(name: str) -> str:
