@@ -182,3 +182,11 @@ def test_peak_memory_grows_linearly_not_quadratically():
 def test_triton_path_rejects_malformed_inputs(q_shape, kv_shape, message):
     with pytest.raises(ValueError, match=message):
         flash_attention(torch.randn(q_shape), torch.randn(kv_shape), torch.randn(kv_shape), backend="triton")
+
+
+def test_short_query_chunks_get_short_tiles():
+    from genesis_kernels.kernels.flash_attention import LAUNCH_CONFIGS, launch_configs
+
+    forward, backward = launch_configs(torch.device("cpu"), 64, 1)
+    assert forward.block_m == backward.block_m == 16
+    assert launch_configs(torch.device("cpu"), 80, 500) == LAUNCH_CONFIGS["interpreter"][128]

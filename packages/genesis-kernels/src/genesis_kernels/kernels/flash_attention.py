@@ -17,7 +17,7 @@ allowed TF32 (``torch.backends.cuda.matmul.allow_tf32``). Head dims are padded t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
@@ -52,9 +52,12 @@ LAUNCH_CONFIGS: dict[str, dict[int, tuple[AttentionLaunch, AttentionLaunch]]] = 
 }
 
 
-def launch_configs(device: torch.device, head_dim: int) -> tuple[AttentionLaunch, AttentionLaunch]:
+def launch_configs(device: torch.device, head_dim: int, q_len: int) -> tuple[AttentionLaunch, AttentionLaunch]:
+    """(forward, backward) configs; short query chunks (decoding) get query tiles no taller than needed."""
     by_head_dim = LAUNCH_CONFIGS[gpu_family(device)]
-    return by_head_dim[64] if head_dim <= 64 else by_head_dim[128]
+    configs = by_head_dim[64] if head_dim <= 64 else by_head_dim[128]
+    fitted_m = max(16, triton.next_power_of_2(q_len))  # tl.dot needs at least 16 rows
+    return tuple(replace(c, block_m=min(c.block_m, fitted_m)) for c in configs)
 
 
 @triton.jit
@@ -374,7 +377,7 @@ class FlashAttentionFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, causal, softmax_scale):
         batch, num_heads, q_len, head_dim = q.shape
         k_len = k.shape[2]
-        forward_launch, _ = launch_configs(q.device, head_dim)
+        forward_launch, _ = launch_configs(q.device, head_dim, q_len)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         lse = torch.empty((batch, num_heads, q_len), dtype=torch.float32, device=q.device)
         grid = (triton.cdiv(q_len, forward_launch.block_m), batch * num_heads)
@@ -396,7 +399,7 @@ class FlashAttentionFunction(torch.autograd.Function):
         batch, num_heads, q_len, head_dim = q.shape
         kv_heads, k_len = k.shape[1], k.shape[2]
         group_size = num_heads // kv_heads
-        _, launch = launch_configs(q.device, head_dim)
+        _, launch = launch_configs(q.device, head_dim, q_len)
         block_d = _block_d(head_dim)
         precision = _dot_precision(q.dtype, q.device)
         scale = ctx.softmax_scale
