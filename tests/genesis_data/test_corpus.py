@@ -108,6 +108,18 @@ def test_folder_of_mixed_formats_skips_unknown_files_with_a_warning(tmp_path, ca
     assert {t.language for t in corpus.translations} == {UNKNOWN_LANGUAGE}
 
 
+def test_ebible_language_comes_from_the_file_name(tmp_path):
+    folder = tmp_path / "ebible"
+    shutil.copytree(FIXTURES / "ebible", folder)
+    shutil.copy(folder / "eng-mini.txt", folder / "custom.txt")
+    corpus = Corpus.from_bible_dir(folder, cache_dir=tmp_path / "cache")
+    assert {t.name: (t.format, t.language) for t in corpus.translations} == {
+        "custom": ("ebible", UNKNOWN_LANGUAGE),
+        "eng-mini": ("ebible", "eng"),
+    }
+    assert corpus.skipped == []  # vref.txt is part of the format, not a translation
+
+
 def test_folder_without_translations_error_points_at_subfolders(bible_dir, cache_dir):
     with pytest.raises(ValueError, match="subfolders csv, translations"):
         Corpus.from_bible_dir(bible_dir, cache_dir=cache_dir)

@@ -13,6 +13,7 @@ text is split the same way by sections of ``LINES_PER_SECTION`` lines.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from tokenizers import Tokenizer
 
 from genesis_data.corpus import Corpus, default_cache_dir
 from genesis_data.tokenizer import encode_verses, file_fingerprint
+
+log = logging.getLogger(__name__)
 
 # Bump when the cached layout or the encoding of verses changes.
 CACHE_VERSION = "1"
@@ -73,6 +76,7 @@ class TokenizedCorpus:
 
 
 def _build_cache(corpus: Corpus, tokenizer: Tokenizer, path: Path) -> None:
+    log.info("tokenizing %d translations (once; cached in %s)", len(corpus), path)
     # Built in a private folder and renamed into place, so a concurrent reader never sees half a cache.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.mkdir(parents=True, exist_ok=True)

@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     notices.setFormatter(logging.Formatter("genesis-data: %(message)s"))
     package_log = logging.getLogger("genesis_data")
     package_log.addHandler(notices)
+    package_log.setLevel(logging.INFO)  # also say when something slow (training, tokenizing) happens once
     try:
         COMMANDS[args.command](args)
     except (BibleFormatError, FileNotFoundError, ValueError) as error:

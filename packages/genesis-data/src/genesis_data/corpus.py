@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from genesis_data import canon
-from genesis_data.readers import READER_VERSION, ParsedBible, plain_text, read_bible_file
+from genesis_data.readers import READER_VERSION, ParsedBible, ebible, plain_text, read_bible_file
 from genesis_data.readers.ebible import VREF_NAME
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class Corpus:
                 _save_parse(parse_cache, fingerprint, parsed)
             translations[file.stem] = Translation(
                 name=file.stem,
-                language=KNOWN_LANGUAGES.get(file.stem, UNKNOWN_LANGUAGE),
+                language=_language(file.stem, parsed.format),
                 format=parsed.format,
                 keys=parsed.keys,
                 texts=parsed.texts,
@@ -232,6 +232,17 @@ def _read_pythonbible(version_name: str) -> ParsedBible:
             keys.append(canon.book_number(book.name) * 1_000_000 + verse_id % 1_000_000)
             texts.append(text)
     return ParsedBible("pythonbible", keys, texts)
+
+
+def _language(name: str, format_name: str) -> str:
+    """From the table of known files; eBible files are named "<ISO 639-3>-<id>" (eng-engkjv), so their
+    prefix is the language."""
+    if name in KNOWN_LANGUAGES:
+        return KNOWN_LANGUAGES[name]
+    prefix = name.split("-", 1)[0]
+    if format_name == ebible.FORMAT and re.fullmatch(r"[a-z]{3}", prefix):
+        return prefix
+    return UNKNOWN_LANGUAGE
 
 
 def _distribution_version(name: str) -> str:

@@ -75,6 +75,7 @@ class MultiTaskSampler:
         self.tokenized = TokenizedCorpus.load_or_build(corpus, tokenizer_path, cache_dir)
         data = self.tokenized
 
+        # The split has its own fixed seed: runs with different sampling seeds validate on the same chapters.
         held_out = held_out_verses(corpus, data.keys, val_fraction, seed=0)
         self.train_stream = lm_stream(data, ~held_out, self.special_ids["eos"])
         self.val_stream = lm_stream(data, held_out, self.special_ids["eos"])
@@ -100,7 +101,6 @@ class MultiTaskSampler:
 
         self.tasks, self.weights = self._enabled_tasks(dict(DEFAULT_WEIGHTS if weights is None else weights), cross_references)
         self._task_probabilities = np.array([self.weights[task] for task in self.tasks])
-        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self._config_fingerprint = self._fingerprint(corpus, cross_references, val_fraction, min_votes)
 

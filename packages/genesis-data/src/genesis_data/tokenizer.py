@@ -19,6 +19,7 @@ Verses are encoded with a leading space, as they stand in running text, so a str
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from collections import Counter
@@ -45,6 +46,8 @@ SPECIAL_TOKENS: dict[str, str] = {
 }
 ATOMIC_WORDS: tuple[str, ...] = ("Jehovah", "JEHOVAH")
 TOKENIZER_KINDS = ("bpe", "char")
+
+log = logging.getLogger(__name__)
 
 _BYTE_TOKENS = [f"<0x{byte:02X}>" for byte in range(256)]
 
@@ -111,6 +114,7 @@ def load_or_train_tokenizer(corpus: Corpus, kind: str = "bpe", vocab_size: int =
     path = tokenizer_cache_path(corpus, kind, vocab_size, Path(cache_dir or default_cache_dir()))
     if path.is_file():
         return path
+    log.info("training a %s tokenizer with %d entries (once; cached as %s)", kind, vocab_size, path)
     train = train_bpe_tokenizer if kind == "bpe" else train_char_tokenizer
     tokenizer = train(corpus.iter_texts(), vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
