@@ -121,3 +121,22 @@ def test_bad_options_are_named(make_config, options, message):
         generate(model, [[1, 2, 3]], **{"max_new_tokens": 5, **options})
     with pytest.raises(ValueError, match="at least one token"):
         generate(model, [[1], []], 5)
+
+
+def test_compiled_decode_step_is_one_graph_compiled_once(make_config, monkeypatch):
+    """Every decode step has the same shapes and reads no changing Python state: no graph break, no recompile."""
+    compile_calls = []
+    real_compile = torch.compile
+
+    def compile_without_codegen(fn, **options):
+        compile_calls.append(options)
+        return real_compile(fn, **{**options, "backend": "aot_eager"})  # inductor's codegen is not under test
+
+    monkeypatch.setattr(torch, "compile", compile_without_codegen)
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    torch._dynamo.reset()
+    model = GenesisLM(make_config(n_kv_heads=2)).eval()
+    prompts = [[5, 17, 3, 42, 8], [7, 1]]
+    assert generate(model, prompts, 12, compile=True) == generate(model, prompts, 12)
+    assert compile_calls == [{"fullgraph": True, "mode": None}]
+    torch._dynamo.reset()

@@ -66,11 +66,13 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class KVCache:
-    """Pre-allocated keys and values of every layer for incremental decoding.
+    """Pre-allocated keys and values of every layer for incremental decoding, with static shapes throughout.
 
-    Prompts of different lengths are left-padded: all rows then write to the same cache slot at every step.
-    `key_padding` (B, max_len), True on padding, masks those slots; each row's rotary positions start at its
-    first real token, so a padded row computes exactly what it would alone.
+    Prompts of different lengths are left-padded, so all rows write the same slots at every step. The write
+    position is a 0-d tensor advanced in place and attention always spans all `max_len` slots under a mask, so
+    a decode step has the same shapes and reads no Python state that changes: it compiles once and can be
+    captured as one CUDA graph. Each row's rotary positions start at its first real token, so a padded row
+    computes exactly what it would alone.
     """
 
     def __init__(self, config: ModelConfig, batch_size: int, max_len: int, *, device=None, dtype=None,
@@ -81,49 +83,39 @@ class KVCache:
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.groups = config.n_heads // config.n_kv_heads
-        self.length = 0
+        self.slots = torch.arange(max_len, device=device)
+        padding = torch.zeros(batch_size, dtype=torch.long, device=device) if left_padding is None \
+            else left_padding.to(device=device, dtype=torch.long)
+        self.real_keys = self.slots[None, :] >= padding[:, None]  # (B, max_len): False on left padding
+        self.positions = (self.slots[None, :] - padding[:, None]).clamp(min=0)  # (B, max_len) rotary positions
+        self.length = torch.zeros((), dtype=torch.long, device=device)  # slots filled so far
         self._mask: torch.Tensor | None = None
-        self._is_causal = False
-        if left_padding is None or not bool(left_padding.any()):
-            self.valid_keys = self.positions = None
-        else:
-            left_padding = left_padding.to(device)
-            slots = torch.arange(max_len, device=device)
-            self.valid_keys = slots[None, :] >= left_padding[:, None]  # (B, max_len)
-            self.positions = (slots[None, :] - left_padding[:, None]).clamp(min=0)  # (B, max_len)
+        self._write_slots: torch.Tensor | None = None
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor the cache owns (their addresses must stay fixed for CUDA graph replay)."""
+        return [self.keys, self.values, self.slots, self.real_keys, self.positions, self.length]
 
     def rotary_tables(self, rope: RotaryEmbedding, T: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin for the next T tokens, and the attention mask they will need (the same in every layer)."""
-        start, end = self.length, self.length + T
-        if end > self.keys.shape[3]:
-            raise ValueError(f"KVCache: {end} positions exceed the {self.keys.shape[3]} allocated")
-        self._is_causal = self.valid_keys is None and start == 0 and T > 1
-        if self.valid_keys is None:
-            # Unpadded: a single query sees every cached key; a prompt chunk after the start needs a causal tail.
-            self._mask = None if (T == 1 or start == 0) else self._causal_tail(start, T)
-            return rope.cos[start:end, None], rope.sin[start:end, None]
-        valid = self.valid_keys[:, None, None, :end]
-        if T > 1:
-            # A padding query sees no valid key: letting it see itself keeps its (unused) output finite.
-            own = torch.arange(end, device=valid.device) == torch.arange(start, end, device=valid.device)[:, None]
-            valid = (valid | own) & self._causal_tail(start, T)
-        self._mask = valid
-        positions = self.positions[:, start:end]
+        """cos/sin (B, T, 1, D) for the next T tokens; also prepares the mask every layer will use."""
+        queries = self.length + torch.arange(T, device=self.slots.device)  # (T,) the slots being written
+        keys = self.slots[None, :]
+        # A query sees real keys up to itself; a padding query also sees itself, which keeps its unused output
+        # finite (a row of -inf would give NaN, and NaN values poison even keys masked to zero weight).
+        visible = (self.real_keys[:, None, :] | (keys == queries[:, None])) & (keys <= queries[:, None])
+        self._mask = visible[:, None]  # (B, 1, T, max_len)
+        self._write_slots = queries
+        positions = self.positions[:, queries]  # (B, T)
         return rope.cos[positions][:, :, None], rope.sin[positions][:, :, None]
 
-    def _causal_tail(self, start: int, T: int) -> torch.Tensor:
-        keys = torch.arange(start + T, device=self.keys.device)
-        return keys[None, :] <= torch.arange(start, start + T, device=self.keys.device)[:, None]
-
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Store this step's (B, K, T, D) keys/values and attend the (B, H, T, D) queries over the whole prefix."""
-        start, end = self.length, self.length + q.shape[2]
-        self.keys[layer, :, :, start:end] = k
-        self.values[layer, :, :, start:end] = v
-        keys, values = self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+        """Store this step's (B, K, T, D) keys/values and attend the (B, H, T, D) queries over the cache."""
+        keys, values = self.keys[layer], self.values[layer]
+        keys.index_copy_(2, self._write_slots, k.to(keys.dtype))
+        values.index_copy_(2, self._write_slots, v.to(values.dtype))
         if self.groups > 1:
             keys, values = keys.repeat_interleave(self.groups, 1), values.repeat_interleave(self.groups, 1)
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self._mask, is_causal=self._is_causal)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self._mask)
 
     def advance(self, T: int) -> None:
         self.length += T
