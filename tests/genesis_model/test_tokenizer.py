@@ -52,3 +52,29 @@ def test_missing_and_broken_files_are_named(tmp_path):
     broken.write_text('{"model": 42}')
     with pytest.raises(ValueError, match="broken.json: not a tokenizers tokenizer.json"):
         GenesisTokenizer.from_file(broken)
+
+
+@pytest.fixture
+def metaspace_tokenizer_file(tmp_path):
+    """A SentencePiece-style tokenizer, whose decoder drops the leading space of a sequence."""
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.train_from_iterator(TEXTS[:2], trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "<|bos|>"]))
+    path = tmp_path / "metaspace.json"
+    tokenizer.save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("which", ["tokenizer_file", "metaspace_tokenizer_file"])
+def test_streaming_after_a_prompt_keeps_the_word_boundary(request, which):
+    tokenizer = GenesisTokenizer.from_file(request.getfixturevalue(which))
+    ids = tokenizer.encode(TEXTS[0], add_bos=False)
+    prompt = tokenizer.encode("In the", add_bos=False)
+    assert ids[:len(prompt)] == prompt
+    stream = tokenizer.stream(context=prompt)
+    continuation = "".join(stream.push(token) for token in ids[len(prompt):])
+    assert continuation.startswith(" beginning")
+    assert tokenizer.decode(prompt) + continuation == TEXTS[0]

@@ -76,6 +76,8 @@ def generate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the decode step once (a CUDA graph on a GPU); pays off for long outputs")
     args = parser.parse_args(argv)
 
     import torch
@@ -98,7 +100,7 @@ def generate_main(argv: list[str] | None = None) -> int:
         parser.error(f"--device {device}: {str(error).splitlines()[0]}")
 
     prompt_ids = tokenizer.encode(args.prompt)
-    stream = tokenizer.stream()
+    stream = tokenizer.stream(context=prompt_ids)
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
 
@@ -109,7 +111,8 @@ def generate_main(argv: list[str] | None = None) -> int:
     stop = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
     try:
         generate(model, [prompt_ids], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                 top_p=args.top_p, seed=args.seed, stop_tokens=stop, pad_id=tokenizer.pad_id or 0, on_token=show)
+                 top_p=args.top_p, seed=args.seed, stop_tokens=stop, pad_id=tokenizer.pad_id or 0, on_token=show,
+                 compile=args.compile)
     except ValueError as error:  # e.g. prompt + max new tokens longer than the model's context
         sys.stdout.write("\n")
         parser.error(str(error))

@@ -44,21 +44,23 @@ class GenesisTokenizer:
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
-    def stream(self) -> "StreamDecoder":
-        return StreamDecoder(self)
+    def stream(self, context: list[int] = ()) -> "StreamDecoder":
+        """A StreamDecoder for tokens that follow `context` (e.g. the prompt, already shown)."""
+        return StreamDecoder(self, context)
 
 
 class StreamDecoder:
     """Turns a growing token sequence into text pieces as they become final.
 
-    Decoding token by token would lose word-boundary spaces and split multi-byte characters, so each push
-    decodes the tokens since the last emitted piece and holds back text that ends in an incomplete character.
+    Decoding token by token would lose word-boundary spaces (decoders strip a leading one) and split multi-byte
+    characters, so each push decodes the new tokens together with a few emitted ones as context, emits the
+    difference, and holds back text that ends in an incomplete character.
     """
 
-    def __init__(self, tokenizer: GenesisTokenizer):
+    def __init__(self, tokenizer: GenesisTokenizer, context: list[int] = ()):
         self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.offset = 0  # ids[:offset] are fully emitted
+        self.ids: list[int] = list(context)
+        self.offset = len(self.ids)  # ids[:offset] are fully emitted (or were shown by the caller)
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
