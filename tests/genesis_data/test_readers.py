@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from genesis_data.canon import verse_key
+from genesis_data.canon import book_number, verse_key
 from genesis_data.readers import BibleFormatError, clean_verse, read_bible_file
 from genesis_data.readers.openbible import read_cross_references
 from genesis_data.readers.plain_text import parse as parse_plain_text
@@ -83,6 +83,7 @@ def test_unknown_format_returns_none(tmp_path):
         ("NoHeader.txt", "[1:1] Orphan verse.\n", r"NoHeader\.txt:1: expected a '### <Book>' header before the first verse"),
         ("BadBook.txt", "### Genesis\n\n[1:1] Fine.\n\n### Hezekiah\n\n[1:1] x\n", r"BadBook\.txt:5: expected a known book name, found 'Hezekiah'"),
         ("Twice.txt", "### Genesis\n\n[1:1] One.\n[1:1] Again.\n", r"Twice\.txt:4: expected each verse once"),
+        ("BigVerse.txt", "### Genesis\n\n[1:1000] Too far.\n", r"BigVerse\.txt:3: expected chapter 1-999 and verse 0-999, found '\[1:1000\] Too far\.'"),
         ("BadRow.csv", "Book,Chapter,Verse,Text\nGenesis,1,1,Fine.\nGenesis,one,2,Broken.\n", r"BadRow\.csv:3: expected '<Book>,<chapter>,<verse>,<text>'"),
         ("Short.csv", "Book,Chapter,Verse,Text\nGenesis,1,1,Fine.\nGenesis,1\n", r"Short\.csv:3: expected '<Book>,<chapter>,<verse>,<text>'"),
         ("BadQuote.csv", 'Book,Chapter,Verse,Text\nGenesis,1,1,"Fine."\nGenesis,1,2,"Un"closed\n', r"BadQuote\.csv:3: expected an RFC 4180 CSV row"),
@@ -109,6 +110,13 @@ def test_ebible_longer_than_vref_fails(tmp_path):
     (tmp_path / "long.txt").write_text("a\n" * 10, encoding="utf-8")
     with pytest.raises(BibleFormatError, match=r"long\.txt:10: expected at most 9 lines"):
         read_bible_file(tmp_path / "long.txt")
+
+
+def test_ebible_vref_with_deuterocanon_and_extra_usfm_books(tmp_path):
+    (tmp_path / "vref.txt").write_text("GEN 1:1\nTOB 1:1\nS3Y 1:1\nDAG 3:24\nPS2 1:1\nJSA 1:1\nENO 1:1\n4BA 1:1\n", encoding="utf-8")
+    (tmp_path / "x.txt").write_text("a\nb\n\n\nc\n", encoding="utf-8")
+    parsed = read_bible_file(tmp_path / "x.txt")
+    assert parsed.keys == [verse_key(1, 1, 1), verse_key(book_number("Tobit"), 1, 1), verse_key(book_number("Psalm 151"), 1, 1)]
 
 
 def test_bad_vref_line_fails(tmp_path):

@@ -243,3 +243,17 @@ def test_bad_weights_are_clear_errors(builtin_corpus, builtin_bpe, cache_dir, we
 
 def test_default_weights():
     assert DEFAULT_WEIGHTS == {"lm": 0.70, "coherence": 0.15, "xref": 0.075, "paraphrase": 0.075}
+
+
+def test_translation_without_text_is_harmless(builtin_bpe, tmp_path):
+    folder = tmp_path / "bible"
+    folder.mkdir()
+    (folder / "A.txt").write_bytes((FIXTURES / "formats" / "Mini.txt").read_bytes())
+    (folder / "B.json").write_bytes((FIXTURES / "formats" / "Mini.json").read_bytes())
+    (folder / "Empty.txt").write_text("### Genesis\n\n[1:1] \n[1:2]  \n", encoding="utf-8")
+    corpus = Corpus.from_bible_dir(folder, cache_dir=tmp_path)
+    assert len(corpus["Empty"]) == 0
+    sampler = MultiTaskSampler(corpus, builtin_bpe, block_size=BLOCK, batch_size=4, cache_dir=tmp_path)
+    assert sampler.tasks == ["lm", "coherence", "paraphrase"]
+    for task in sampler.tasks:
+        assert getattr(sampler, f"_{task}_batch")()["task"] == task

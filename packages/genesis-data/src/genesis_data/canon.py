@@ -115,6 +115,25 @@ BOOKS: tuple[Book, ...] = (
     Book("Ps151", "PS2", "Psalm 151"),
     Book("DanGr", "DAG", "Daniel (Greek)"),
     Book("EpLao", "LAO", "Laodiceans"),
+    # Further USFM books that the eBible corpus's vref.txt lists (mostly without text in any translation).
+    Book("JoshA", "JSA", "Joshua (A)"),
+    Book("JudgB", "JDB", "Judges (B)"),
+    Book("TobS", "TBS", "Tobit (S)"),
+    Book("SusTh", "SST", "Susanna (Theodotion)"),
+    Book("DanTh", "DNT", "Daniel (Theodotion)"),
+    Book("BelTh", "BLT", "Bel and the Dragon (Theodotion)"),
+    Book("ApEzra", "EZA", "Apocalypse of Ezra"),
+    Book("5Ezra", "5EZ", "V Ezra"),
+    Book("6Ezra", "6EZ", "VI Ezra"),
+    Book("AddPs", "PS3", "Psalms 152-155"),
+    Book("2Bar", "2BA", "II Baruch"),
+    Book("EpBar", "LBA", "Letter of Baruch"),
+    Book("Jub", "JUB", "Jubilees"),
+    Book("1Meq", "1MQ", "I Meqabyan"),
+    Book("2Meq", "2MQ", "II Meqabyan"),
+    Book("3Meq", "3MQ", "III Meqabyan"),
+    Book("Reproof", "REP", "Reproof"),
+    Book("4Bar", "4BA", "IV Baruch", ("Paralipomena of Jeremiah",)),
 )
 
 OT_BOOKS = BOOKS[:39]
@@ -152,6 +171,9 @@ def book_number(name: str) -> int | None:
     """1-based position in ``BOOKS`` of a book named in any known spelling (English, OSIS, USFM,
     pythonbible), or None when the name is unknown."""
     return _BOOK_NUMBER.get(_lookup_form(name))
+
+
+MAX_NUMBER = 999  # chapters and verses must fit their three digits of the key
 
 
 def verse_key(book: int, chapter: int, verse: int) -> int:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from genesis_data.canon import book_number
+from genesis_data.canon import MAX_NUMBER, book_number, verse_key
 
 # Bump when parsing or cleaning changes, so cached parses are rebuilt.
 READER_VERSION = "1"
@@ -39,6 +39,14 @@ def resolve_book(name: str, path: Path, line: int | str) -> int:
     if number is None:
         raise format_error(path, line, "a known book name", name)
     return number
+
+
+def checked_key(book: int, chapter: int, verse: int, path: Path, line: int | str, found: str) -> int:
+    """Verse key, after checking that chapter (1-999) and verse (0-999; some editions number a psalm's
+    title 0) fit the key."""
+    if not (1 <= chapter <= MAX_NUMBER and 0 <= verse <= MAX_NUMBER):
+        raise format_error(path, line, f"chapter 1-{MAX_NUMBER} and verse 0-{MAX_NUMBER}", found)
+    return verse_key(book, chapter, verse)
 
 
 _SPACES = re.compile(r"\s+")

@@ -11,8 +11,7 @@ import functools
 import re
 from pathlib import Path
 
-from genesis_data.canon import verse_key
-from genesis_data.readers import clean_verse, decode_text, format_error, resolve_book
+from genesis_data.readers import checked_key, clean_verse, decode_text, format_error, resolve_book
 
 FORMAT = "ebible"
 
@@ -33,7 +32,7 @@ def read_vref(vref_path: Path) -> tuple[int, ...]:
         if match is None:
             raise format_error(vref_path, line_number, "a reference such as 'GEN 1:1'", line)
         book = resolve_book(match.group(1), vref_path, line_number)
-        keys.append(verse_key(book, int(match.group(2)), int(match.group(3))))
+        keys.append(checked_key(book, int(match.group(2)), int(match.group(3)), vref_path, line_number, line))
     return tuple(keys)
 
 

@@ -6,8 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from genesis_data.canon import verse_key
-from genesis_data.readers import clean_verse, format_error, resolve_book
+from genesis_data.readers import checked_key, clean_verse, format_error, resolve_book
 
 FORMAT = "scrollmapper-csv"
 
@@ -36,7 +35,7 @@ def parse(path: Path, text: str) -> tuple[list[int], list[str]]:
             book = books.get(row[0])
             if book is None:
                 book = books[row[0]] = resolve_book(row[0], path, line)
-            key = verse_key(book, int(row[1]), int(row[2]))
+            key = checked_key(book, int(row[1]), int(row[2]), path, line, ",".join(row))
             if key in seen:
                 raise format_error(path, line, "each verse once", ",".join(row))
             seen.add(key)

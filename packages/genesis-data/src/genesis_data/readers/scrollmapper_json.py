@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from genesis_data.canon import verse_key
-from genesis_data.readers import BibleFormatError, clean_verse, format_error, resolve_book
+from genesis_data.readers import BibleFormatError, checked_key, clean_verse, format_error, resolve_book
 
 FORMAT = "scrollmapper-json"
 
@@ -44,7 +43,8 @@ def parse(path: Path, text: str) -> tuple[list[int], list[str]]:
             chapter = _field(chapter_entry, "chapter", int, path, where)
             for v, verse_entry in enumerate(_field(chapter_entry, "verses", list, path, where)):
                 where = f"books[{b}].chapters[{c}].verses[{v}]"
-                key = verse_key(book, chapter, _field(verse_entry, "verse", int, path, where))
+                number = _field(verse_entry, "verse", int, path, where)
+                key = checked_key(book, chapter, number, path, where, json.dumps(verse_entry)[:60])
                 if key in seen:
                     raise format_error(path, where, "each verse once", json.dumps(verse_entry)[:60])
                 seen.add(key)

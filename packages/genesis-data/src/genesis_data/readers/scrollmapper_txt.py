@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from genesis_data.canon import verse_key
-from genesis_data.readers import clean_verse, format_error, resolve_book
+from genesis_data.readers import checked_key, clean_verse, format_error, resolve_book
 
 FORMAT = "scrollmapper-txt"
 
@@ -36,7 +35,7 @@ def parse(path: Path, text: str) -> tuple[list[int], list[str]]:
                 raise format_error(path, line_number, _EXPECTED, line)
             if book is None:
                 raise format_error(path, line_number, "a '### <Book>' header before the first verse", line)
-            key = verse_key(book, int(match.group(1)), int(match.group(2)))
+            key = checked_key(book, int(match.group(1)), int(match.group(2)), path, line_number, line)
             if key in seen:
                 raise format_error(path, line_number, "each verse once per book", line)
             seen.add(key)
