@@ -32,6 +32,8 @@ def test_from_preset_overrides_fields_and_leaves_the_preset_alone():
     cfg = ModelConfig.from_preset("tiny", vocab_size=300, norm_position="prenorm")
     assert (cfg.vocab_size, cfg.norm_position, cfg.d_model) == (300, "prenorm", 256)
     assert PRESETS["tiny"].vocab_size == 8192
+    wider = ModelConfig.from_preset("tiny", d_model=512, n_heads=8)
+    assert (wider.d_mlp, wider.n_kv_heads) == (1376, 8)  # derived fields follow the overridden shape
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -73,9 +73,9 @@ class ModelConfig:
     # -- construction and serialization ---------------------------------------------------------------------------
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "ModelConfig":
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-        return dataclasses.replace(PRESETS[name], **overrides)
+        if name not in PRESET_FIELDS:
+            raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESET_FIELDS)}")
+        return cls(**{**PRESET_FIELDS[name], **overrides})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -109,12 +109,13 @@ class ModelConfig:
         return (d + 1) + 2 * d * d
 
 
-# The seed shapes (layers, width, heads) from the original design, plus two CPU-sized presets.
-PRESETS: dict[str, ModelConfig] = {
-    "tiny": ModelConfig(d_model=256, n_layers=6, n_heads=4, max_seq_len=256),
-    "small": ModelConfig(d_model=512, n_layers=8, n_heads=8, max_seq_len=512),
+# The seed shapes (layers, width, heads) from the original design, plus two CPU-sized presets. Only the declared
+# fields are stored, so an override of the width or heads re-derives the MLP size and key/value heads.
+PRESET_FIELDS: dict[str, dict] = {
+    "tiny": dict(d_model=256, n_layers=6, n_heads=4, max_seq_len=256),
+    "small": dict(d_model=512, n_layers=8, n_heads=8, max_seq_len=512),
     **{
-        name: ModelConfig(d_model=width, n_layers=layers, n_heads=heads, max_seq_len=1024)
+        name: dict(d_model=width, n_layers=layers, n_heads=heads, max_seq_len=1024)
         for name, (layers, width, heads) in {
             "deep_narrow_32": (32, 640, 10),
             "deep_narrow_40": (40, 768, 12),
@@ -128,6 +129,7 @@ PRESETS: dict[str, ModelConfig] = {
         }.items()
     },
 }
+PRESETS: dict[str, ModelConfig] = {name: ModelConfig(**fields) for name, fields in PRESET_FIELDS.items()}
 
 
 # -- training memory estimate -----------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Shapes: B batch, T tokens, H query heads, K key/value heads, D head size, d width, V vocabulary.
 Training runs attention through `genesis_kernels.flash_attention` (causal, no mask: batches are right-padded, so
-real tokens never see padding). Incremental decoding writes into a static `KVCache` and calls SDPA with a mask
-sliced from tensors built once per generation.
+real tokens never see padding). Incremental decoding writes into a pre-allocated, static-shape `KVCache` and
+calls SDPA with the cache's mask.
 """
 
 from __future__ import annotations
