@@ -78,3 +78,45 @@ def test_generate_bad_checkpoint_exits_with_one_line(checkpoint, capsys, damage,
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and message in err[-1] and str(checkpoint) in err[-1]
     assert not any("Traceback" in line for line in err)
+
+
+def test_generate_runs_where_only_kernels_and_model_are_installed(checkpoint, tmp_path):
+    """A throwaway virtual environment gets genesis-kernels and genesis-model (real, non-editable installs) and
+    sees this environment's third-party packages (torch, safetensors, tokenizers) but no genesis-data or
+    genesis-train; its genesis-generate must load the checkpoint and generate."""
+    import importlib.util
+    import os
+    import site
+    import subprocess
+    import sys
+
+    repo = Path(__file__).parents[2]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    venv_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip()
+    # Plain directory lines: the editable-install .pth files inside them are not processed, so no genesis package
+    # leaks in from here.
+    Path(venv_site, "third_party.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    offline = ["--no-build-isolation"] if importlib.util.find_spec("hatchling") else []
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", *offline,
+                    str(repo / "packages" / "genesis-kernels"), str(repo / "packages" / "genesis-model")],
+                   check=True, capture_output=True, text=True, timeout=300)
+
+    probe = ("import importlib.util, genesis_model; "
+             "print(genesis_model.__file__); "
+             "print([m for m in ('genesis_data', 'genesis_train') if importlib.util.find_spec(m)])")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    where, leaked = subprocess.run([str(python), "-c", probe], check=True, capture_output=True, text=True,
+                                   env=env).stdout.split("\n")[:2]
+    assert where.startswith(venv_site) and leaked == "[]"
+
+    result = subprocess.run([str(venv / "bin" / "genesis-generate"), "--checkpoint", str(checkpoint), "--prompt",
+                             "In the beginning", "--max-new-tokens", "8"], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    tokenizer = GenesisTokenizer.from_pretrained(checkpoint)
+    new = generate(load_pretrained(checkpoint), [tokenizer.encode("In the beginning")], 8,
+                   stop_tokens=[tokenizer.eos_id])[0]
+    assert result.stdout == "In the beginning" + tokenizer.decode(new) + "\n"
