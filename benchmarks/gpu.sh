@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# One prepared run for a session lent a GPU (see benchmarks/README.md and the project's GPU notes): environment,
+# `genesis-kernels verify`, the benchmark suite's GPU groups with HF peers, a short genesis-train run and
+# `genesis-kernels bench`, every result under $OUT. Budget: under 5 minutes; each step has its own time limit so a
+# slow one cannot starve the rest, and a failed step does not stop the later ones (the exit status says).
+#
+#   OUT=/path benchmarks/gpu.sh            # on the GPU machine ($OUT is the folder that comes back)
+#   benchmarks/gpu.sh --smoke              # the same steps on a CPU with tiny work, to catch mistakes first
+#
+# The GPU machine has no editable installs and no ../shared: packages run from packages/*/src, the training text
+# is written here, and the data groups (pythonbible, ../shared/bible) skip.
+set -uo pipefail
+
+SMOKE=0
+case "${1:-}" in
+  --smoke) SMOKE=1 ;;
+  "") ;;
+  *) echo "gpu.sh: unknown argument '$1'; the only option is --smoke" >&2; exit 2 ;;
+esac
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+OUT="${OUT:-$(mktemp -d -t genesis-gpu.XXXXXX)}"
+mkdir -p "$OUT"
+PYTHON="${PYTHON:-python}"
+export PYTHONUNBUFFERED=1
+PYTHONPATH="$(printf '%s:' "$REPO"/packages/*/src)$REPO${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH
+unset TRITON_INTERPRET
+
+FAILED=()
+# step NAME SECONDS COMMAND...: run with a time limit, output to the terminal and $OUT/NAME.log.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  echo "=== $name (limit ${limit}s): $*"
+  local start=$SECONDS
+  timeout --signal=INT --kill-after=15 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+  local status=${PIPESTATUS[0]}
+  echo "=== $name: exit $status after $((SECONDS - start))s"
+  [[ $status -eq 0 ]] || FAILED+=("$name (exit $status)")
+}
+
+if [[ $SMOKE -eq 1 ]]; then
+  # Every benchmark body once, untimed; the compiled steps and the data groups take minutes on a CPU and do not
+  # run on the GPU machine anyway.
+  PYTEST_OPTS=(--benchmark-disable -k "not compiled and not read_bible_dir and not tokenizer and not sampler")
+  TRAIN_OPTS=(--mode tiny --steps 2 --batch-size 2 --block-size 64 --eval-interval 2 --eval-batches 1)
+  KERNEL_BENCH_OPTS=(--seq-lens 128 --tokens 256 --reps 1)
+  TEXT_LINES=3000
+else
+  PYTEST_OPTS=(--benchmark-max-time=0.5)
+  TRAIN_OPTS=(--mode deep_narrow_40 --steps 30 --batch-size 16 --block-size 1024 --dtype bfloat16
+              --eval-interval 30 --eval-batches 2)
+  KERNEL_BENCH_OPTS=()
+  TEXT_LINES=60000
+fi
+
+environment() {
+  date -u
+  nvidia-smi || echo "nvidia-smi: not available (no NVIDIA GPU here)"
+  "$PYTHON" - <<'EOF'
+import importlib, platform
+print("python", platform.python_version())
+for name in ("torch", "triton", "transformers", "pytest_benchmark", "tokenizers", "safetensors", "numpy"):
+    try:
+        print(name, importlib.import_module(name).__version__)
+    except ImportError as error:
+        print(name, "missing:", error)
+import torch
+print("cuda", torch.version.cuda, "available:", torch.cuda.is_available())
+if torch.cuda.is_available():
+    print("device", torch.cuda.get_device_name(), "capability", torch.cuda.get_device_capability())
+from genesis_kernels import available_backends
+print("genesis_kernels backends:", available_backends())
+EOF
+}
+
+training_text() {
+  # Synthetic verse-like lines: enough running text for 1024-token blocks, nothing to download.
+  "$PYTHON" - "$OUT/train_text.txt" "$TEXT_LINES" <<'EOF'
+import random, sys
+words = ("and the lord said unto them let there be light in the beginning god created heaven earth was without "
+         "form void darkness upon face of deep spirit moved waters saw that it good divided from day night").split()
+rng = random.Random(0)
+with open(sys.argv[1], "w") as out:
+    for _ in range(int(sys.argv[2])):
+        out.write(" ".join(rng.choice(words) for _ in range(rng.randint(8, 30))).capitalize() + ".\n")
+EOF
+}
+
+export -f environment training_text  # `timeout` runs them through bash
+export PYTHON OUT TEXT_LINES
+step environment 60 bash -c environment
+step kernels_verify 120 "$PYTHON" -m genesis_kernels.cli verify
+
+SLUG="$("$PYTHON" -c 'from benchmarks.workloads import device_name, device_slug; print(device_slug(device_name()))')"
+step benchmarks 240 "$PYTHON" -m pytest benchmarks/ -p no:cacheprovider "${PYTEST_OPTS[@]}" \
+  --benchmark-json="$OUT/benchmarks.json" --benchmark-save=gpu --benchmark-storage="file://$OUT/baselines/$SLUG"
+if [[ -s "$OUT/benchmarks.json" ]]; then
+  step report 30 "$PYTHON" benchmarks/report.py "$OUT/benchmarks.json"
+  cp "$OUT/report.log" "$OUT/report.md"
+fi
+
+step training_text 30 bash -c training_text
+step train 150 "$PYTHON" -m genesis_train.cli --text-file "$OUT/train_text.txt" "${TRAIN_OPTS[@]}" \
+  --out-dir "$OUT/train" --cache-dir "$OUT/cache" --log-interval 5 --checkpoint-interval 1000 --no-progress
+step kernels_bench 120 "$PYTHON" -m genesis_kernels.cli bench "${KERNEL_BENCH_OPTS[@]}"
+
+rm -rf "$OUT/cache" "$OUT"/train/*/checkpoint* 2>/dev/null  # weights do not need to come back
+echo "results in $OUT; baseline to commit: $OUT/baselines/$SLUG -> benchmarks/baselines/$SLUG"
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+  echo "FAILED steps: ${FAILED[*]}"
+  exit 1
+fi
