@@ -295,10 +295,10 @@ def _cross_reference_triplets(
     references = read_cross_references(path)
     kept = references.votes >= min_votes
     source, first_key, last_key = references.source[kept], references.target_first[kept], references.target_last[kept]
-    trainable_before = np.concatenate([[0], np.cumsum(~trainable)])  # to test a whole range at once
+    untrainable_before = np.concatenate([[0], np.cumsum(~trainable)])  # to test a whole range at once
     anchors, firsts, stops = [], [], []
     for index, translation in enumerate(corpus.translations):
-        if not translation.aligned:
+        if not translation.aligned or len(translation) == 0:
             continue
         base = data.translation_starts[index]
         order = np.argsort(translation.keys, kind="stable")
@@ -313,8 +313,9 @@ def _cross_reference_triplets(
         first = base + order[low[ok]]
         last = base + order[high[ok] - 1]
         contiguous = last - first == high[ok] - 1 - low[ok]
-        untouched = (trainable_before[last + 1] - trainable_before[first] == 0) & trainable[anchor]
-        keep = contiguous & untouched
+        untouched = (untrainable_before[last + 1] - untrainable_before[first] == 0) & trainable[anchor]
+        apart = (anchor < first) | (anchor > last)
+        keep = contiguous & untouched & apart
         anchors.append(anchor[keep])
         firsts.append(first[keep])
         stops.append(last[keep] + 1)
