@@ -123,3 +123,12 @@ def test_bad_n_and_unknown_task(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["sample", "--task", "translate"])
     assert exit_info.value.code == 2
+
+
+def test_text_file_stats(tmp_path, capsys):
+    path = tmp_path / "running.txt"
+    path.write_text("In the beginning God created the heaven and the earth.\nAnd Jehovah said.\n", encoding="utf-8")
+    assert main(["stats", "--json", "--text-file", str(path), "--cache-dir", str(tmp_path / "c"), "--vocab-size", "300"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats == {"running": {**stats["running"], "language": "und", "format": "plain-text", "books": 0, "verses": 2}}
+    assert stats["running"]["tokens"] > 2

@@ -162,3 +162,9 @@ def test_missing_sources_are_clear_errors(tmp_path):
         Corpus.from_bible_dir(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="no such file"):
         Corpus.from_text_file(tmp_path / "nothing.txt")
+
+
+def test_one_translation_per_name_when_formats_repeat(tmp_path):
+    corpus = Corpus.from_bible_dir(FIXTURES / "formats", cache_dir=tmp_path)
+    assert corpus.names == ["Mini"]
+    assert corpus["Mini"].format == "scrollmapper-csv"  # the first of Mini.csv, Mini.json, Mini.txt

@@ -257,3 +257,11 @@ def test_translation_without_text_is_harmless(builtin_bpe, tmp_path):
     assert sampler.tasks == ["lm", "coherence", "xref", "paraphrase"]
     for task in sampler.tasks:
         assert getattr(sampler, f"_{task}_batch")()["task"] == task
+
+
+def test_no_validation_text_is_a_clear_error(builtin_bpe, tmp_path):
+    mini = Corpus.from_bible_dir(FIXTURES / "formats", cache_dir=tmp_path)
+    sampler = MultiTaskSampler(mini, builtin_bpe, block_size=BLOCK, cache_dir=tmp_path, val_fraction=0.0)
+    assert len(sampler.val_stream) == 1  # the end-of-text token alone
+    with pytest.raises(ValueError, match="no validation text"):
+        sampler.validation_batches(1)
