@@ -119,6 +119,16 @@ def test_ebible_vref_with_deuterocanon_and_extra_usfm_books(tmp_path):
     assert parsed.keys == [verse_key(1, 1, 1), verse_key(book_number("Tobit"), 1, 1), verse_key(book_number("Psalm 151"), 1, 1)]
 
 
+def test_unicode_line_separators_inside_verses_do_not_split_lines(tmp_path):
+    shutil.copy(FIXTURES / "ebible" / "vref.txt", tmp_path / "vref.txt")
+    lines = (FIXTURES / "ebible" / "eng-mini.txt").read_text(encoding="utf-8").split("\n")
+    lines[0] = "In the beginning\u2028God\x85created\x0cthe heaven."
+    (tmp_path / "eng-mini.txt").write_text("\n".join(lines), encoding="utf-8")
+    parsed = read_bible_file(tmp_path / "eng-mini.txt")
+    assert parsed.keys == EXPECTED_KEYS
+    assert parsed.texts[0] == "In the beginning God created the heaven."
+
+
 def test_bad_vref_line_fails(tmp_path):
     (tmp_path / "vref.txt").write_text("GEN 1:1\nGenesis one\n", encoding="utf-8")
     (tmp_path / "x.txt").write_text("a\nb\n", encoding="utf-8")

@@ -24,7 +24,8 @@ class Book:
     aliases: tuple[str, ...] = ()  # other spellings: pythonbible enum names, common English names
 
 
-# Protestant order, then the deuterocanonical and Septuagint books.
+# Protestant order, then the deuterocanonical and Septuagint books. Append only: a book's position is part
+# of every verse key, and keys are cached on disk.
 BOOKS: tuple[Book, ...] = (
     Book("Gen", "GEN", "Genesis"),
     Book("Exod", "EXO", "Exodus"),

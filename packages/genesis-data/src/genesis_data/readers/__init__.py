@@ -15,7 +15,7 @@ from pathlib import Path
 from genesis_data.canon import MAX_NUMBER, book_number, verse_key
 
 # Bump when parsing or cleaning changes, so cached parses are rebuilt.
-READER_VERSION = "1"
+READER_VERSION = "2"
 
 
 class BibleFormatError(ValueError):
@@ -67,8 +67,20 @@ def clean_verse(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines ended by LF or CRLF. Unlike ``str.splitlines`` this does not break at the other Unicode line
+    boundaries (U+0085, U+2028, form feed, ...), which occur inside verse text and would shift an eBible
+    file against its vref.txt."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 def decode_text(path: Path, raw: bytes) -> str:
-    """UTF-8 with or without a BOM; CRLF is left to ``str.splitlines``."""
+    """UTF-8 with or without a BOM."""
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -11,7 +11,7 @@ import functools
 import re
 from pathlib import Path
 
-from genesis_data.readers import checked_key, clean_verse, decode_text, format_error, resolve_book
+from genesis_data.readers import checked_key, clean_verse, decode_text, format_error, resolve_book, split_lines
 
 FORMAT = "ebible"
 
@@ -27,7 +27,7 @@ def detect(path: Path, text: str) -> bool:
 @functools.lru_cache(maxsize=4)
 def read_vref(vref_path: Path) -> tuple[int, ...]:
     keys = []
-    for line_number, line in enumerate(decode_text(vref_path, vref_path.read_bytes()).splitlines(), start=1):
+    for line_number, line in enumerate(split_lines(decode_text(vref_path, vref_path.read_bytes())), start=1):
         match = _VREF_LINE.match(line.strip())
         if match is None:
             raise format_error(vref_path, line_number, "a reference such as 'GEN 1:1'", line)
@@ -38,7 +38,7 @@ def read_vref(vref_path: Path) -> tuple[int, ...]:
 
 def parse(path: Path, text: str) -> tuple[list[int], list[str]]:
     vref = read_vref(path.parent / VREF_NAME)
-    lines = text.splitlines()
+    lines = split_lines(text)
     if len(lines) > len(vref):
         raise format_error(path, len(vref) + 1, f"at most {len(vref)} lines, one per line of {VREF_NAME}", lines[len(vref)])
     keys: list[int] = []

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from genesis_data.canon import parse_osis_ref
-from genesis_data.readers import BibleFormatError, decode_text, format_error
+from genesis_data.readers import BibleFormatError, decode_text, format_error, split_lines
 
 _EXPECTED = "'<from verse>\\t<to verse or range>\\t<votes>' with OSIS references such as Gen.1.1"
 
@@ -31,7 +31,7 @@ def read_cross_references(path: str | Path) -> CrossReferences:
     if not path.is_file():
         raise FileNotFoundError(f"--cross-references {path}: no such file")
     rows: list[tuple[int, int, int, int]] = []
-    for line_number, line in enumerate(decode_text(path, path.read_bytes()).splitlines(), start=1):
+    for line_number, line in enumerate(split_lines(decode_text(path, path.read_bytes())), start=1):
         if not line.strip() or line.startswith("From Verse"):
             continue
         fields = line.split("\t")

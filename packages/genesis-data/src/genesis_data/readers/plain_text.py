@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genesis_data.readers import clean_verse, decode_text
+from genesis_data.readers import clean_verse, decode_text, split_lines
 
 FORMAT = "plain-text"
 
@@ -16,7 +16,7 @@ FORMAT = "plain-text"
 def parse(path: Path, raw: bytes) -> tuple[list[int], list[str]]:
     keys: list[int] = []
     texts: list[str] = []
-    for line_number, line in enumerate(decode_text(path, raw).splitlines(), start=1):
+    for line_number, line in enumerate(split_lines(decode_text(path, raw)), start=1):
         unit = clean_verse(line)
         if unit:
             keys.append(line_number)

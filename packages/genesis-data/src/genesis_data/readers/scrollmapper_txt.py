@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from genesis_data.readers import checked_key, clean_verse, format_error, resolve_book
+from genesis_data.readers import checked_key, clean_verse, format_error, resolve_book, split_lines
 
 FORMAT = "scrollmapper-txt"
 
@@ -19,7 +19,7 @@ _EXPECTED = "'### <Book>', '[<chapter>:<verse>] <text>' or an empty line"
 
 
 def detect(path: Path, text: str) -> bool:
-    first = next((line for line in text.splitlines() if line.strip()), "")
+    first = next((line for line in split_lines(text[:4096]) if line.strip()), "")
     return first.startswith("### ") or _VERSE_LINE.match(first) is not None
 
 
@@ -28,7 +28,7 @@ def parse(path: Path, text: str) -> tuple[list[int], list[str]]:
     texts: list[str] = []
     seen: set[int] = set()
     book = None
-    for line_number, line in enumerate(text.splitlines(), start=1):
+    for line_number, line in enumerate(split_lines(text), start=1):
         if line.startswith("["):
             match = _VERSE_LINE.match(line)
             if match is None:
