@@ -1,12 +1,12 @@
-"""``genesis-data``: look at, prepare and sample the training data.
+"""genesis-data: look at, prepare and sample the training data.
 
     genesis-data stats [--json]                 per translation: language, format, books, verses, tokens
     genesis-data train-tokenizer [--output F]   train (or reuse) the tokenizer and print its path
     genesis-data prepare                        build every cache: parsed verses, tokenizer, token memmap
     genesis-data sample --task T -n N           print N decoded examples of a task
 
-Every command reads ``--bible-dir DIR`` (a folder of translation files), ``--text-file FILE`` (running text,
-LM only) or, with neither, the built-in ASV + KJV + WEB corpus.
+Every command reads --bible-dir DIR (a folder of translation files), --text-file FILE (running text, LM
+only) or, with neither, the built-in ASV + KJV + WEB corpus.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from genesis_data.blocks import TokenizedCorpus
 from genesis_data.corpus import Corpus, default_cache_dir
 from genesis_data.readers import BibleFormatError
+from genesis_data.sampler import TASKS, MultiTaskSampler
 from genesis_data.tokenizer import TOKENIZER_KINDS, load_or_train_tokenizer
 
 CROSS_REFERENCES_NAME = "cross_references.txt"
@@ -46,10 +48,10 @@ def _options() -> argparse.ArgumentParser:
         command = commands.add_parser(name, parents=[common], help=help_text)
         command.add_argument("--cross-references", type=Path, help=f"OpenBible.info file (default: {CROSS_REFERENCES_NAME} "
                              "in or above --bible-dir)")
-        command.add_argument("--block-size", type=int, default=256)
-        command.add_argument("--seed", type=int, default=0)
+        command.add_argument("--block-size", type=int, default=256, help="tokens per sequence (default: 256)")
+        command.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
         if name == "sample":
-            command.add_argument("--task", choices=("lm", "coherence", "xref", "paraphrase"), required=True)
+            command.add_argument("--task", choices=TASKS, required=True, help="which task's examples to print")
             command.add_argument("-n", type=int, default=4, help="number of examples (default: 4)")
     return parser
 
@@ -79,8 +81,6 @@ def _tokenizer_path(args, corpus: Corpus) -> Path:
 
 
 def _stats(args) -> None:
-    from genesis_data.blocks import TokenizedCorpus
-
     corpus = _corpus(args)
     tokenized = TokenizedCorpus.load_or_build(corpus, _tokenizer_path(args, corpus), args.cache_dir)
     token_offsets = tokenized.offsets[tokenized.translation_starts]
@@ -118,8 +118,6 @@ def _train_tokenizer(args) -> None:
 
 
 def _sampler(args):
-    from genesis_data.sampler import MultiTaskSampler
-
     cross_references = _cross_references(args)  # checked first: a wrong path should not wait for training
     corpus = _corpus(args)
     tokenizer_path = _tokenizer_path(args, corpus)
