@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One prepared run for a session lent a GPU (see benchmarks/README.md and the project's GPU notes): environment,
 # `genesis-kernels verify`, the benchmark suite's GPU groups with HF peers, a short genesis-train run and
-# `genesis-kernels bench`, every result under $OUT. Budget: under 5 minutes; each step has its own time limit so a
-# slow one cannot starve the rest, and a failed step does not stop the later ones (the exit status says).
+# `genesis-kernels bench`, every result under $OUT. Budget: under 5 minutes in all; each step also has its own time
+# limit so a slow one cannot starve the rest, and a failed step does not stop the later ones (the exit status says).
 #
 #   OUT=/path benchmarks/gpu.sh            # on the GPU machine ($OUT is the folder that comes back)
 #   benchmarks/gpu.sh --smoke              # the same steps on a CPU with tiny work, to catch mistakes first
@@ -28,11 +28,21 @@ PYTHONPATH="$(printf '%s:' "$REPO"/packages/*/src)$REPO${PYTHONPATH:+:$PYTHONPAT
 export PYTHONPATH
 unset TRITON_INTERPRET
 
+# The whole script, so a session's device time is predictable; a smoke run on a busy 2-core CPU may take longer.
+BUDGET_SECONDS=$((SMOKE ? 900 : 290))
 FAILED=()
-# step NAME SECONDS COMMAND...: run with a time limit, output to the terminal and $OUT/NAME.log.
+# step NAME SECONDS COMMAND...: run with a time limit (cut to what is left of the budget), output to the terminal
+# and $OUT/NAME.log.
 step() {
   local name=$1 limit=$2
   shift 2
+  local left=$((BUDGET_SECONDS - SECONDS))
+  ((limit > left)) && limit=$left
+  if ((limit < 10)); then
+    echo "=== $name: skipped, the ${BUDGET_SECONDS}s budget is spent"
+    FAILED+=("$name (no time left)")
+    return
+  fi
   echo "=== $name (limit ${limit}s): $*"
   local start=$SECONDS
   timeout --signal=INT --kill-after=15 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
@@ -91,23 +101,25 @@ EOF
 
 export -f environment training_text  # `timeout` runs them through bash
 export PYTHON OUT TEXT_LINES
-step environment 60 bash -c environment
-step kernels_verify 120 "$PYTHON" -m genesis_kernels.cli verify
+step environment 30 bash -c environment
+step kernels_verify 90 "$PYTHON" -m genesis_kernels.cli verify
 
 SLUG="$("$PYTHON" -c 'from benchmarks.workloads import device_name, device_slug; print(device_slug(device_name()))')"
-step benchmarks 240 "$PYTHON" -m pytest benchmarks/ -p no:cacheprovider "${PYTEST_OPTS[@]}" \
+step benchmarks 180 "$PYTHON" -m pytest benchmarks/ -p no:cacheprovider "${PYTEST_OPTS[@]}" \
   --benchmark-json="$OUT/benchmarks.json" --benchmark-save=gpu --benchmark-storage="file://$OUT/baselines/$SLUG"
 if [[ -s "$OUT/benchmarks.json" ]]; then
-  step report 30 "$PYTHON" benchmarks/report.py "$OUT/benchmarks.json"
+  step report 15 "$PYTHON" benchmarks/report.py "$OUT/benchmarks.json"
   cp "$OUT/report.log" "$OUT/report.md"
 fi
 
-step training_text 30 bash -c training_text
-step train 150 "$PYTHON" -m genesis_train.cli --text-file "$OUT/train_text.txt" "${TRAIN_OPTS[@]}" \
+step training_text 15 bash -c training_text
+step train 60 "$PYTHON" -m genesis_train.cli --text-file "$OUT/train_text.txt" "${TRAIN_OPTS[@]}" \
   --out-dir "$OUT/train" --cache-dir "$OUT/cache" --log-interval 5 --checkpoint-interval 1000 --no-progress
-step kernels_bench 120 "$PYTHON" -m genesis_kernels.cli bench "${KERNEL_BENCH_OPTS[@]}"
+step kernels_bench 60 "$PYTHON" -m genesis_kernels.cli bench "${KERNEL_BENCH_OPTS[@]}"
 
-rm -rf "$OUT/cache" "$OUT"/train/*/checkpoint* 2>/dev/null  # weights do not need to come back
+# Weights, optimizer state and the text do not need to come back (deep_narrow_40 is ~1 GB of them).
+rm -rf "$OUT/cache" "$OUT/train_text.txt"
+find "$OUT/train" \( -name '*.safetensors' -o -name '*.pt' \) -delete 2>/dev/null
 echo "results in $OUT; baseline to commit: $OUT/baselines/$SLUG -> benchmarks/baselines/$SLUG"
 if [[ ${#FAILED[@]} -gt 0 ]]; then
   echo "FAILED steps: ${FAILED[*]}"
