@@ -17,7 +17,7 @@ import torch
 from genesis_data.corpus import Corpus
 from genesis_data.sampler import MultiTaskSampler
 from genesis_data.tokenizer import load_or_train_tokenizer
-from genesis_model import PRESETS, ModelConfig, MultiTaskModel
+from genesis_model import PRESETS, CheckpointError, GenesisTokenizer, ModelConfig, MultiTaskModel
 from genesis_train.checkpointing import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from genesis_train.config import ConfigError, TrainConfig
 from genesis_train.metrics import MetricsLog, Progress
@@ -44,10 +44,10 @@ def resolve_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
 
 def load_corpus(cfg: TrainConfig) -> Corpus:
     if cfg.bible_dir:
-        return Corpus.from_bible_dir(Path(cfg.bible_dir))
+        return Corpus.from_bible_dir(Path(cfg.bible_dir), cache_dir=cfg.cache_path)
     if cfg.text_file:
         return Corpus.from_text_file(Path(cfg.text_file))
-    return Corpus.builtin()
+    return Corpus.builtin(cache_dir=cfg.cache_path)
 
 
 def count_tokens(batch: Batch) -> int:
@@ -72,31 +72,19 @@ class Trainer:
         self.dtype = resolve_dtype(cfg, self.device)
         torch.manual_seed(cfg.seed)
 
-        corpus = load_corpus(cfg)
-        self.tokenizer_file = load_or_train_tokenizer(corpus, kind=cfg.tokenizer, vocab_size=cfg.vocab_size,
-                                                      cache_dir=cfg.cache_path)
-        from tokenizers import Tokenizer  # the trainer only needs the vocabulary size
-
-        vocab = Tokenizer.from_file(str(self.tokenizer_file)).get_vocab_size()
-        preset = PRESETS[cfg.mode]
-        block_size = cfg.block_size or preset.max_seq_len
-        self.model_config = ModelConfig.from_preset(
-            cfg.mode,
-            vocab_size=64 * math.ceil(vocab / 64),  # a multiple of 64 keeps the output matmul on fast paths
-            max_seq_len=max(block_size, preset.max_seq_len),
-            norm_position=cfg.norm_position,
-            gradient_checkpointing=cfg.gradient_checkpointing,
-        )
-        self.sampler = MultiTaskSampler(corpus, self.tokenizer_file, block_size=block_size, batch_size=cfg.batch_size,
-                                        weights=cfg.task_weights, seed=cfg.seed,
-                                        cross_references=Path(cfg.cross_references) if cfg.cross_references else None,
-                                        cache_dir=cfg.cache_path)
-        self.val_batches = [to_device(b, self.device) for b in self.sampler.validation_batches(cfg.eval_batches)]
+        try:
+            self._setup_data(cfg)
+        except (ValueError, FileNotFoundError) as e:
+            # genesis-data reports bad files and impossible settings this way, naming the file:line or option
+            raise ConfigError(str(e)) from e
 
         self.step = 0
         resume_from = latest_checkpoint(self.run_dir) if cfg.resume else None
         if resume_from is not None:
-            self.model, state = load_checkpoint(resume_from)
+            try:
+                self.model, state = load_checkpoint(resume_from)
+            except CheckpointError as e:
+                raise ConfigError(f"--resume: {e}") from e
             if self.model.config != self.model_config:
                 raise ConfigError(f"--resume: {resume_from} holds a model of another shape or configuration than "
                                   f"--mode {cfg.mode}; use another --out-dir or the same options")
@@ -116,6 +104,26 @@ class Trainer:
             self.log(f"resumed from {resume_from} at step {self.step}")
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", resume_step=self.step if resume_from else None)
+
+    def _setup_data(self, cfg: TrainConfig) -> None:
+        corpus = load_corpus(cfg)
+        self.tokenizer_file = load_or_train_tokenizer(corpus, kind=cfg.tokenizer, vocab_size=cfg.vocab_size,
+                                                      cache_dir=cfg.cache_path)
+        vocab = GenesisTokenizer.from_file(self.tokenizer_file).vocab_size
+        preset = PRESETS[cfg.mode]
+        block_size = cfg.block_size or preset.max_seq_len
+        self.model_config = ModelConfig.from_preset(
+            cfg.mode,
+            vocab_size=64 * math.ceil(vocab / 64),  # a multiple of 64 keeps the output matmul on fast paths
+            max_seq_len=max(block_size, preset.max_seq_len),
+            norm_position=cfg.norm_position,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+        )
+        self.sampler = MultiTaskSampler(corpus, self.tokenizer_file, block_size=block_size, batch_size=cfg.batch_size,
+                                        weights=cfg.task_weights, seed=cfg.seed,
+                                        cross_references=Path(cfg.cross_references) if cfg.cross_references else None,
+                                        cache_dir=cfg.cache_path)
+        self.val_batches = [to_device(b, self.device) for b in self.sampler.validation_batches(cfg.eval_batches)]
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32:
