@@ -131,10 +131,9 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, _ = x.shape
         qkv = self.qkv(x).view(B, T, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
-        q, k, v = qkv.split([self.n_heads, self.n_kv_heads, self.n_kv_heads], dim=2)
-        q = apply_rotary(q, cos, sin).transpose(1, 2)
-        k = apply_rotary(k, cos, sin).transpose(1, 2)
-        v = v.transpose(1, 2)
+        rotated, v = qkv.split([self.n_heads + self.n_kv_heads, self.n_kv_heads], dim=2)
+        q, k = apply_rotary(rotated, cos, sin).split([self.n_heads, self.n_kv_heads], dim=2)  # one rotation for both
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is None:
             y = flash_attention(q, k, v, causal=True)
         else:
