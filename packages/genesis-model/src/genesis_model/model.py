@@ -86,7 +86,12 @@ class KVCache:
         self.slots = torch.arange(max_len, device=device)
         padding = torch.zeros(batch_size, dtype=torch.long, device=device) if left_padding is None \
             else left_padding.to(device=device, dtype=torch.long)
-        self.real_keys = self.slots[None, :] >= padding[:, None]  # (B, max_len): False on left padding
+        real_keys = self.slots[None, :] >= padding[:, None]  # (B, max_len): False on left padding
+        queries, keys = self.slots[:, None], self.slots[None, :]
+        # visible[b, i, j]: may the token in slot i see slot j? Real keys up to itself; a padding query also sees
+        # itself, which keeps its unused output finite (a row of -inf gives NaN, and NaN values poison even keys
+        # masked to zero weight).
+        self.visible = (real_keys[:, None, :] | (keys == queries)) & (keys <= queries)  # (B, max_len, max_len)
         self.positions = (self.slots[None, :] - padding[:, None]).clamp(min=0)  # (B, max_len) rotary positions
         self.length = torch.zeros((), dtype=torch.long, device=device)  # slots filled so far
         self._mask: torch.Tensor | None = None
@@ -94,16 +99,12 @@ class KVCache:
 
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor the cache owns (their addresses must stay fixed for CUDA graph replay)."""
-        return [self.keys, self.values, self.slots, self.real_keys, self.positions, self.length]
+        return [self.keys, self.values, self.slots, self.visible, self.positions, self.length]
 
     def rotary_tables(self, rope: RotaryEmbedding, T: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin (B, T, 1, D) for the next T tokens; also prepares the mask every layer will use."""
-        queries = self.length + torch.arange(T, device=self.slots.device)  # (T,) the slots being written
-        keys = self.slots[None, :]
-        # A query sees real keys up to itself; a padding query also sees itself, which keeps its unused output
-        # finite (a row of -inf would give NaN, and NaN values poison even keys masked to zero weight).
-        visible = (self.real_keys[:, None, :] | (keys == queries[:, None])) & (keys <= queries[:, None])
-        self._mask = visible[:, None]  # (B, 1, T, max_len)
+        """cos/sin (B, T, 1, D) for the next T tokens; also selects the mask rows every layer will use."""
+        queries = self.length + self.slots[:T]  # (T,) the slots being written
+        self._mask = self.visible[:, queries][:, None]  # (B, 1, T, max_len)
         self._write_slots = queries
         positions = self.positions[:, queries]  # (B, T)
         return rope.cos[positions][:, :, None], rope.sin[positions][:, :, None]
