@@ -54,15 +54,18 @@ class RotaryEmbedding(nn.Module):
         # float64 angles: position * frequency loses digits in fp32 at long contexts.
         inv_freq = self.theta ** -(torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim)
         angles = torch.outer(torch.arange(self.max_seq_len, dtype=torch.float64), inv_freq)
-        angles = torch.cat([angles, angles], dim=-1)
-        self.cos = angles.cos().to(device=device, dtype=torch.float32)
-        self.sin = angles.sin().to(device=device, dtype=torch.float32)
+        self.cos = torch.cat([angles.cos(), angles.cos()], dim=-1).to(device=device, dtype=torch.float32)
+        # The sign of the rotation's first half is folded into the table: see apply_rotary.
+        self.sin = torch.cat([-angles.sin(), angles.sin()], dim=-1).to(device=device, dtype=torch.float32)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, T, heads, D) by position; cos/sin broadcast as (T, 1, D) or (B, T, 1, D). Half-split layout."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return (x * cos + torch.cat((-x2, x1), dim=-1) * sin).type_as(x)
+    """Rotate each pair (x_i, x_{i+D/2}) of (B, T, heads, D) by its position's angle (half-split layout).
+
+    cos/sin broadcast as (T, 1, D) or (B, T, 1, D); sin carries the signs, so rolling the halves
+    [x1, x2] -> [x2, x1] gives [x1 cos - x2 sin, x2 cos + x1 sin] in one roll instead of chunk, negate, concat.
+    """
+    return (x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin).type_as(x)
 
 
 class KVCache:
