@@ -18,9 +18,12 @@ os.environ.pop("TRITON_INTERPRET", None)
 # which puts nothing on sys.path).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
+from genesis_data.corpus import Corpus  # noqa: E402
+from genesis_data.tokenizer import load_or_train_tokenizer  # noqa: E402
 
-from benchmarks.workloads import DEVICE, device_name, device_slug  # noqa: E402
+from benchmarks.workloads import DEVICE, VOCAB_SIZE, device_name, device_slug  # noqa: E402
 
 PYTEST_BENCHMARK_DEFAULT_STORAGE = "file://./.benchmarks"
 BASELINES = Path(__file__).resolve().parent / "baselines"
@@ -56,8 +59,6 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 
 # -- data shared by the tokenizer and sampler groups ------------------------------------------------------------------
-import pytest  # noqa: E402
-
 
 @pytest.fixture(scope="session")
 def data_cache_dir(tmp_path_factory):
@@ -69,15 +70,9 @@ def data_cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def builtin_corpus():
     pytest.importorskip("pythonbible", reason="the built-in corpus needs pythonbible")
-    from genesis_data.corpus import Corpus
-
     return Corpus.builtin()
 
 
 @pytest.fixture(scope="session")
 def bpe_tokenizer_path(builtin_corpus, data_cache_dir):
-    from genesis_data.tokenizer import load_or_train_tokenizer
-
-    from benchmarks.workloads import VOCAB_SIZE
-
     return load_or_train_tokenizer(builtin_corpus, "bpe", VOCAB_SIZE, data_cache_dir)

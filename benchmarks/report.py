@@ -127,7 +127,8 @@ class Run:
 
 
 def group_order(group: str) -> tuple[int, str, int]:
-    families = ["matmul_peak", "bandwidth", "train_step", "decode", "attention", "swiglu", "residual_norm",
+    families = ["matmul_peak", "bandwidth", "train_step_tiny", "train_step_small", "train_step_compiled",
+                "train_step", "decode_tiny", "decode_small", "decode", "attention", "swiglu", "residual_norm",
                 "tokenizer_encode", "sampler", "read_bible_dir"]
     family = next((i for i, prefix in enumerate(families) if group.startswith(prefix)), len(families))
     stem = group.rstrip("0123456789")

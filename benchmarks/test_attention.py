@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from genesis_kernels import flash_attention
+
 from benchmarks.workloads import DEVICE, KERNEL_DTYPE, ON_CUDA, PASSES, genesis_kernel_impls, kernel_call
 
 # Issue 4's GPU grid (head_dim 64, 16k tokens a batch, S = 512..8192); a CPU-sized one otherwise.
@@ -36,8 +38,6 @@ def sdpa_flash(q, k, v):
 
 
 def genesis(backend):
-    from genesis_kernels import flash_attention
-
     return lambda q, k, v: flash_attention(q, k, v, causal=True, backend=backend)
 
 
@@ -45,10 +45,7 @@ def attention_impls():
     peers = {"sdpa": sdpa, "naive": naive_attention}
     if ON_CUDA:
         peers["sdpa-flash"] = sdpa_flash
-    try:
-        genesis_impls = {impl: genesis(impl.removeprefix("genesis-")) for impl in genesis_kernel_impls()}
-    except ImportError:
-        genesis_impls = {}
+    genesis_impls = {impl: genesis(impl.removeprefix("genesis-")) for impl in genesis_kernel_impls()}
     return {**genesis_impls, **peers}
 
 

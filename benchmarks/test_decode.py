@@ -7,6 +7,8 @@ matrix-vector bandwidth implies. Groups: `decode_<preset>` (fp32 weights) and `d
 import pytest
 import torch
 
+from genesis_model import generate
+
 from benchmarks.workloads import (
     DECODE_NEW_TOKENS,
     DECODE_PROMPT_TOKENS,
@@ -32,8 +34,6 @@ def group_name(preset: str, dtype: str) -> str:
 def decoder(impl: str, model, prompt: torch.Tensor):
     """A callable that generates DECODE_NEW_TOKENS tokens after `prompt` (1, P) and checks it got all of them."""
     if impl == "genesis":
-        from genesis_model import generate
-
         prompts = prompt.tolist()
 
         def decode():

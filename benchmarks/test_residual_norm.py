@@ -4,6 +4,8 @@ runs here against the unfused eager expression. Target: no slower than eager."""
 import pytest
 import torch
 
+from genesis_kernels import residual_norm
+
 from benchmarks.workloads import DEVICE, KERNEL_DTYPE, ON_CUDA, PASSES, genesis_kernel_impls, kernel_call
 
 # One training step's residual stream: small's 4 x 512 tokens x 512 on the CPU; issue 4's (16384, 768) on CUDA.
@@ -18,8 +20,6 @@ def eager_residual_norm(x, fx, weight):
 
 
 def genesis(backend):
-    from genesis_kernels import residual_norm
-
     return lambda x, fx, weight: residual_norm(x, fx, weight, alpha=ALPHA, eps=EPS, norm="rms", backend=backend)
 
 

@@ -2,6 +2,9 @@
 default task weights from the built-in corpus (plus the OpenBible cross references where ../shared/bible has
 them). Target: >= 1M tokens/s, counting the real (unpadded) tokens of every batch."""
 
+import pytest
+from genesis_data.sampler import MultiTaskSampler
+
 from benchmarks.workloads import BIBLE_DIR, TRAIN_SHAPES
 
 BATCHES_PER_CALL = 200
@@ -15,9 +18,8 @@ def real_tokens(batch: dict) -> int:
     return batch["input_ids"].numel()
 
 
-def test_sampler(benchmark, builtin_corpus, bpe_tokenizer_path, data_cache_dir):
-    from genesis_data.sampler import MultiTaskSampler
-
+@pytest.mark.parametrize("impl", ["genesis"])
+def test_sampler(benchmark, impl, builtin_corpus, bpe_tokenizer_path, data_cache_dir):
     shape = TRAIN_SHAPES["tiny"]
     cross_references = BIBLE_DIR / "cross_references.txt"
     sampler = MultiTaskSampler(
@@ -37,7 +39,7 @@ def test_sampler(benchmark, builtin_corpus, bpe_tokenizer_path, data_cache_dir):
     batches = draw()
     benchmark.group = "sampler"
     benchmark.extra_info.update(
-        impl="genesis", tasks=sampler.tasks, batches=BATCHES_PER_CALL, samples=BATCHES_PER_CALL * shape.batch_size,
+        impl=impl, tasks=sampler.tasks, batches=BATCHES_PER_CALL, samples=BATCHES_PER_CALL * shape.batch_size,
         tokens=sum(real_tokens(batch) for batch in batches),
     )
     benchmark.pedantic(draw, setup=rewind, rounds=5, warmup_rounds=1)

@@ -5,6 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from genesis_kernels import swiglu
+
 from benchmarks.workloads import DEVICE, KERNEL_DTYPE, ON_CUDA, PASSES, genesis_kernel_impls, kernel_call
 
 # The MLP activations of one training step: small's 4 x 512 tokens x 1376 on the CPU; issue 4's (16384, 2048) on CUDA.
@@ -16,8 +18,6 @@ def eager_swiglu(gate, up):
 
 
 def genesis(backend):
-    from genesis_kernels import swiglu
-
     return lambda gate, up: swiglu(gate, up, backend=backend)
 
 

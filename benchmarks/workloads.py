@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from genesis_kernels import available_backends
+from genesis_model import GenesisLM, ModelConfig
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 ON_CUDA = DEVICE.type == "cuda"
@@ -75,9 +77,7 @@ DECODE_PROMPT_TOKENS = 32
 DECODE_NEW_TOKENS = 128
 
 
-def model_config(preset: str):
-    from genesis_model import ModelConfig
-
+def model_config(preset: str) -> ModelConfig:
     return ModelConfig.from_preset(preset, vocab_size=VOCAB_SIZE)
 
 
@@ -135,8 +135,6 @@ PASSES = ("fwd", "fwdbwd")
 def genesis_kernel_impls() -> list[str]:
     """'genesis-<backend>' for each genesis_kernels backend that runs here (on the CPU only the torch fallback:
     conftest.py keeps the Triton interpreter off)."""
-    from genesis_kernels import available_backends
-
     return [f"genesis-{backend}" for backend in available_backends(DEVICE)]
 
 
@@ -173,8 +171,6 @@ def build_model(impl: str, cfg, dtype: torch.dtype = torch.float32) -> torch.nn.
     torch.manual_seed(0)
     with DEVICE:  # initialized where it runs: a 300M-parameter model builds in seconds on a GPU
         if impl == "genesis":
-            from genesis_model import GenesisLM
-
             model = GenesisLM(cfg)
         else:
             model = hf_llama(cfg)
