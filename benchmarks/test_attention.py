@@ -58,9 +58,10 @@ def causal_attention_flops(batch: int, seq_len: int, pass_: str) -> float:
     return forward if pass_ == "fwd" else 3.5 * forward
 
 
-@pytest.mark.parametrize("pass_", PASSES)
-@pytest.mark.parametrize("seq_len", SEQ_LENS)
+# Implementations vary fastest, so a group's tests run back to back under the same machine load.
 @pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("seq_len", SEQ_LENS)
+@pytest.mark.parametrize("pass_", PASSES)
 def test_attention(benchmark, impl, seq_len, pass_):
     batch = max(1, TOKENS_PER_BATCH // seq_len)
     q, k, v = (torch.randn(batch, HEADS, seq_len, HEAD_DIM, device=DEVICE, dtype=KERNEL_DTYPE) for _ in range(3))

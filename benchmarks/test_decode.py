@@ -55,7 +55,7 @@ def decoder(impl: str, model, prompt: torch.Tensor):
     return decode
 
 
-@pytest.mark.parametrize("impl", MODEL_IMPLS)
+@pytest.mark.parametrize("impl", MODEL_IMPLS)  # varies fastest: a group's tests run back to back
 @pytest.mark.parametrize(("preset", "dtype"), CASES, ids=[f"{preset}-{dtype}" for preset, dtype in CASES])
 def test_decode(benchmark, preset, dtype, impl):
     cfg = model_config(preset)

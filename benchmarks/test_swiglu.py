@@ -31,8 +31,8 @@ def bytes_moved(pass_: str) -> int:
     return elements * KERNEL_DTYPE.itemsize * (3 if pass_ == "fwd" else 8)
 
 
+@pytest.mark.parametrize("impl", IMPLS)  # varies fastest: a group's tests run back to back
 @pytest.mark.parametrize("pass_", PASSES)
-@pytest.mark.parametrize("impl", IMPLS)
 def test_swiglu(benchmark, impl, pass_):
     gate, up = (torch.randn(SHAPE, device=DEVICE, dtype=KERNEL_DTYPE) for _ in range(2))
     benchmark.group = "swiglu" if pass_ == "fwd" else "swiglu_fwdbwd"

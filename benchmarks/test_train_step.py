@@ -50,7 +50,7 @@ def training_step(impl: str, model, optimizer, tokens: torch.Tensor, mode: str):
     return step
 
 
-@pytest.mark.parametrize("impl", MODEL_IMPLS)
+@pytest.mark.parametrize("impl", MODEL_IMPLS)  # varies fastest: a group's tests run back to back
 @pytest.mark.parametrize(("preset", "mode"), CASES, ids=[f"{preset}-{mode}" for preset, mode in CASES])
 def test_train_step(benchmark, preset, mode, impl):
     shape = TRAIN_SHAPES[preset]
