@@ -7,9 +7,8 @@ default backend and its FlashAttention-2 backend (issue 4)."""
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
-
 from genesis_kernels import flash_attention
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks.workloads import DEVICE, KERNEL_DTYPE, ON_CUDA, PASSES, genesis_kernel_impls, kernel_call
 

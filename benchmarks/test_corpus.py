@@ -5,7 +5,6 @@ with that cache warm (a hash and a load per file)."""
 import shutil
 
 import pytest
-
 from genesis_data.corpus import Corpus
 
 from benchmarks.workloads import BIBLE_DIR

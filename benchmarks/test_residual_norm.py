@@ -3,7 +3,6 @@ runs here against the unfused eager expression. Target: no slower than eager."""
 
 import pytest
 import torch
-
 from genesis_kernels import residual_norm
 
 from benchmarks.workloads import DEVICE, KERNEL_DTYPE, ON_CUDA, PASSES, genesis_kernel_impls, kernel_call

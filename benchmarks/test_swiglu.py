@@ -4,7 +4,6 @@ Target: no slower than eager (on the CPU the fallback is that expression, so thi
 import pytest
 import torch
 import torch.nn.functional as F
-
 from genesis_kernels import swiglu
 
 from benchmarks.workloads import DEVICE, KERNEL_DTYPE, ON_CUDA, PASSES, genesis_kernel_impls, kernel_call

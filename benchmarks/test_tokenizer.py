@@ -2,9 +2,8 @@
 call that builds the token cache, with the BPE tokenizer trained on the built-in corpus. Target: >= 1M tokens/s."""
 
 import pytest
-from tokenizers import Tokenizer
-
 from genesis_data.tokenizer import encode_verses
+from tokenizers import Tokenizer
 
 from benchmarks.workloads import VOCAB_SIZE
 
