@@ -10,7 +10,16 @@ import torch.nn.functional as F
 from genesis_kernels import flash_attention
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from benchmarks.workloads import DEVICE, KERNEL_DTYPE, ON_CUDA, PASSES, genesis_kernel_impls, kernel_call
+from benchmarks.workloads import (
+    DEVICE,
+    GENESIS_KERNEL_BACKENDS,
+    KERNEL_DTYPE,
+    ON_CUDA,
+    PASSES,
+    genesis_kernel_impl_params,
+    kernel_call,
+    on_device,
+)
 
 # Issue 4's GPU grid (head_dim 64, 16k tokens a batch, S = 512..8192); a CPU-sized one otherwise.
 SEQ_LENS = (512, 1024, 2048, 4096, 8192) if ON_CUDA else (512, 1024, 2048)
@@ -40,15 +49,18 @@ def genesis(backend):
     return lambda q, k, v: flash_attention(q, k, v, causal=True, backend=backend)
 
 
-def attention_impls():
-    peers = {"sdpa": sdpa, "naive": naive_attention}
-    if ON_CUDA:
-        peers["sdpa-flash"] = sdpa_flash
-    genesis_impls = {impl: genesis(impl.removeprefix("genesis-")) for impl in genesis_kernel_impls()}
-    return {**genesis_impls, **peers}
-
-
-IMPLS = attention_impls()
+IMPLS = {
+    **{f"genesis-{backend}": genesis(backend) for backend in GENESIS_KERNEL_BACKENDS},
+    "sdpa": sdpa,
+    "sdpa-flash": sdpa_flash,
+    "naive": naive_attention,
+}
+IMPL_PARAMS = [
+    *genesis_kernel_impl_params(),
+    "sdpa",
+    on_device("cuda", "sdpa-flash", reason="SDPA's FlashAttention-2 backend runs on CUDA only"),
+    "naive",
+]
 
 
 def causal_attention_flops(batch: int, seq_len: int, pass_: str) -> float:
@@ -58,7 +70,7 @@ def causal_attention_flops(batch: int, seq_len: int, pass_: str) -> float:
 
 
 # Implementations vary fastest, so a group's tests run back to back under the same machine load.
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", IMPL_PARAMS)
 @pytest.mark.parametrize("seq_len", SEQ_LENS)
 @pytest.mark.parametrize("pass_", PASSES)
 def test_attention(benchmark, impl, seq_len, pass_):

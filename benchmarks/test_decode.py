@@ -10,21 +10,26 @@ from genesis_model import generate
 
 from benchmarks.workloads import (
     DECODE_NEW_TOKENS,
+    CUDA_ONLY,
     DECODE_PROMPT_TOKENS,
     MODEL_IMPLS,
     ON_CUDA,
     build_model,
     decode_bytes_per_token,
     model_config,
+    on_device,
     random_tokens,
     synchronized,
 )
 
 # On a GPU the CPU shapes only measure launch overhead: tiny stays as a cross-check, deep_narrow_40 in bf16 is the case.
-if ON_CUDA:
-    CASES = [("tiny", "float32"), ("deep_narrow_40", "bfloat16")]
-else:
-    CASES = [("tiny", "float32"), ("small", "float32"), ("tiny", "bfloat16")]
+GPU_SKIPS = "on a GPU the CPU shapes measure launch overhead: tiny fp32 is kept as the cross-check"
+CASES = [
+    pytest.param("tiny", "float32", id="tiny-float32"),
+    on_device("cpu", "small", "float32", reason=GPU_SKIPS),
+    on_device("cpu", "tiny", "bfloat16", reason=GPU_SKIPS),
+    on_device("cuda", "deep_narrow_40", "bfloat16", reason=CUDA_ONLY),
+]
 # deep_narrow_40's HF generate makes ~20 tokens/s on a GPU (launch-bound): fewer rounds keep gpu.sh in budget.
 ROUNDS = 2 if ON_CUDA else 3
 
@@ -58,7 +63,7 @@ def decoder(impl: str, model, prompt: torch.Tensor):
 
 
 @pytest.mark.parametrize("impl", MODEL_IMPLS)  # varies fastest: a group's tests run back to back
-@pytest.mark.parametrize(("preset", "dtype"), CASES, ids=[f"{preset}-{dtype}" for preset, dtype in CASES])
+@pytest.mark.parametrize(("preset", "dtype"), CASES)
 def test_decode(benchmark, preset, dtype, impl):
     cfg = model_config(preset)
     torch_dtype = getattr(torch, dtype)

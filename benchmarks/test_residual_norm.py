@@ -5,7 +5,15 @@ import pytest
 import torch
 from genesis_kernels import residual_norm
 
-from benchmarks.workloads import DEVICE, KERNEL_DTYPE, ON_CUDA, PASSES, genesis_kernel_impls, kernel_call
+from benchmarks.workloads import (
+    DEVICE,
+    GENESIS_KERNEL_BACKENDS,
+    KERNEL_DTYPE,
+    ON_CUDA,
+    PASSES,
+    genesis_kernel_impl_params,
+    kernel_call,
+)
 
 # One training step's residual stream: small's 4 x 512 tokens x 512 on the CPU; issue 4's (16384, 768) on CUDA.
 SHAPE = (16384, 768) if ON_CUDA else (2048, 512)
@@ -22,8 +30,11 @@ def genesis(backend):
     return lambda x, fx, weight: residual_norm(x, fx, weight, alpha=ALPHA, eps=EPS, norm="rms", backend=backend)
 
 
-IMPLS = {**{impl: genesis(impl.removeprefix("genesis-")) for impl in genesis_kernel_impls()},
-         "eager": eager_residual_norm}
+IMPLS = {
+    **{f"genesis-{backend}": genesis(backend) for backend in GENESIS_KERNEL_BACKENDS},
+    "eager": eager_residual_norm,
+}
+IMPL_PARAMS = [*genesis_kernel_impl_params(), "eager"]
 
 
 def bytes_moved(pass_: str) -> int:
@@ -33,7 +44,7 @@ def bytes_moved(pass_: str) -> int:
     return elements * KERNEL_DTYPE.itemsize * (3 if pass_ == "fwd" else 8)
 
 
-@pytest.mark.parametrize("impl", IMPLS)  # varies fastest: a group's tests run back to back
+@pytest.mark.parametrize("impl", IMPL_PARAMS)  # varies fastest: a group's tests run back to back
 @pytest.mark.parametrize("pass_", PASSES)
 def test_residual_norm(benchmark, impl, pass_):
     x, fx = (torch.randn(SHAPE, device=DEVICE, dtype=KERNEL_DTYPE) for _ in range(2))

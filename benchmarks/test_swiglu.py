@@ -6,7 +6,15 @@ import torch
 import torch.nn.functional as F
 from genesis_kernels import swiglu
 
-from benchmarks.workloads import DEVICE, KERNEL_DTYPE, ON_CUDA, PASSES, genesis_kernel_impls, kernel_call
+from benchmarks.workloads import (
+    DEVICE,
+    GENESIS_KERNEL_BACKENDS,
+    KERNEL_DTYPE,
+    ON_CUDA,
+    PASSES,
+    genesis_kernel_impl_params,
+    kernel_call,
+)
 
 # The MLP activations of one training step: small's 4 x 512 tokens x 1376 on the CPU; issue 4's (16384, 2048) on CUDA.
 SHAPE = (16384, 2048) if ON_CUDA else (2048, 1376)
@@ -20,7 +28,8 @@ def genesis(backend):
     return lambda gate, up: swiglu(gate, up, backend=backend)
 
 
-IMPLS = {**{impl: genesis(impl.removeprefix("genesis-")) for impl in genesis_kernel_impls()}, "eager": eager_swiglu}
+IMPLS = {**{f"genesis-{backend}": genesis(backend) for backend in GENESIS_KERNEL_BACKENDS}, "eager": eager_swiglu}
+IMPL_PARAMS = [*genesis_kernel_impl_params(), "eager"]
 
 
 def bytes_moved(pass_: str) -> int:
@@ -30,7 +39,7 @@ def bytes_moved(pass_: str) -> int:
     return elements * KERNEL_DTYPE.itemsize * (3 if pass_ == "fwd" else 8)
 
 
-@pytest.mark.parametrize("impl", IMPLS)  # varies fastest: a group's tests run back to back
+@pytest.mark.parametrize("impl", IMPL_PARAMS)  # varies fastest: a group's tests run back to back
 @pytest.mark.parametrize("pass_", PASSES)
 def test_swiglu(benchmark, impl, pass_):
     gate, up = (torch.randn(SHAPE, device=DEVICE, dtype=KERNEL_DTYPE) for _ in range(2))

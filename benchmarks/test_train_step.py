@@ -11,20 +11,29 @@ import torch.nn.functional as F
 from benchmarks.workloads import (
     DEVICE,
     MODEL_IMPLS,
+    CPU_ONLY,
+    CUDA_ONLY,
     ON_CUDA,
     TRAIN_SHAPES,
     build_model,
     logits_of,
     model_config,
+    on_device,
     random_tokens,
     synchronized,
     train_flops_per_token,
 )
 
-# (preset, mode) pairs per device, each one benchmark group (`train_step_<preset>`, `train_step_<mode>_<preset>`).
-# On a GPU the CPU shapes only measure launch overhead; deep_narrow_40 under bf16 is issue 7's GPU case.
-CASES = [("tiny", "eager"), ("small", "eager"), ("tiny", "bf16")]
-CASES += [("deep_narrow_40", "bf16")] if ON_CUDA else [("tiny", "compiled"), ("small", "compiled")]
+# (preset, mode) pairs, each one benchmark group (`train_step_<preset>`, `train_step_<mode>_<preset>`). On a GPU the
+# CPU shapes only measure launch overhead; deep_narrow_40 under bf16 is issue 7's GPU case.
+CASES = [
+    pytest.param("tiny", "eager", id="tiny-eager"),
+    pytest.param("small", "eager", id="small-eager"),
+    pytest.param("tiny", "bf16", id="tiny-bf16"),
+    on_device("cpu", "tiny", "compiled", reason=CPU_ONLY),
+    on_device("cpu", "small", "compiled", reason=CPU_ONLY),
+    on_device("cuda", "deep_narrow_40", "bf16", reason=CUDA_ONLY),
+]
 # (timed rounds, warmup rounds): one small step takes ~2-3 s on the 2-core CPU machine; compiling takes ~40 s and
 # happens in the first warmup round.
 ROUNDS = {"tiny": (5, 1), "small": (3, 1), "deep_narrow_40": (5, 2)}
@@ -51,7 +60,7 @@ def training_step(impl: str, model, optimizer, tokens: torch.Tensor, mode: str):
 
 
 @pytest.mark.parametrize("impl", MODEL_IMPLS)  # varies fastest: a group's tests run back to back
-@pytest.mark.parametrize(("preset", "mode"), CASES, ids=[f"{preset}-{mode}" for preset, mode in CASES])
+@pytest.mark.parametrize(("preset", "mode"), CASES)
 def test_train_step(benchmark, preset, mode, impl):
     shape = TRAIN_SHAPES[preset]
     cfg = model_config(preset)

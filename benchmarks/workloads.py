@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 from genesis_kernels import available_backends
 from genesis_model import GenesisLM, ModelConfig
@@ -40,6 +41,16 @@ def device_slug(name: str) -> str:
     """'Intel(R) Xeon(R) Processor' -> 'intel-xeon-processor'; 'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
     name = re.sub(r"\((r|tm)\)", "", name.lower())
     return re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "unknown-device"
+
+
+def on_device(kind: str, *values, reason: str):
+    """A pytest.param of `values` that runs only on `kind` ("cuda" or "cpu") and skips elsewhere with `reason`."""
+    return pytest.param(*values, marks=pytest.mark.skipif(DEVICE.type != kind, reason=reason),
+                        id="-".join(map(str, values)))
+
+
+CUDA_ONLY = "GPU-sized case: runs on CUDA only"
+CPU_ONLY = "compiling costs more than gpu.sh's 5-minute budget on a GPU: timed on the CPU only"
 
 
 def synchronized(fn):
@@ -122,8 +133,6 @@ def hf_llama(cfg):
 
 def requires_transformers():
     """Skip (with the reason) where the peers are not installed: they live only in the hatch `bench` environment."""
-    import pytest
-
     return pytest.importorskip("transformers", reason="peers need transformers (hatch env `bench`)")
 
 
@@ -132,10 +141,19 @@ KERNEL_DTYPE = torch.bfloat16 if ON_CUDA else torch.float32
 PASSES = ("fwd", "fwdbwd")
 
 
-def genesis_kernel_impls() -> list[str]:
-    """'genesis-<backend>' for each genesis_kernels backend that runs here (on the CPU only the torch fallback:
-    conftest.py keeps the Triton interpreter off)."""
-    return [f"genesis-{backend}" for backend in available_backends(DEVICE)]
+GENESIS_KERNEL_BACKENDS = ("triton", "torch")
+
+
+def genesis_kernel_impl_params() -> list:
+    """'genesis-<backend>' for each genesis_kernels backend, skipped where it cannot run: on the CPU only the torch
+    fallback runs (conftest.py keeps the Triton interpreter, which would time numpy, off)."""
+    runs_here = available_backends(DEVICE)
+    return [
+        pytest.param(f"genesis-{backend}", marks=pytest.mark.skipif(
+            backend not in runs_here, reason=f"backend '{backend}' does not run on {DEVICE.type} here "
+                                             "(Triton is timed only on CUDA)"))
+        for backend in GENESIS_KERNEL_BACKENDS
+    ]
 
 
 def kernel_call(fn, inputs: list[torch.Tensor], pass_: str):
