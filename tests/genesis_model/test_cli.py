@@ -5,7 +5,8 @@ import pytest
 from genesis_model import PRESETS, GenesisLM, GenesisTokenizer, generate, load_pretrained, save_pretrained
 from genesis_model.cli import generate_main, main, presets_table
 
-README = Path(__file__).parents[2] / "packages" / "genesis-model" / "README.md"
+REPO = Path(__file__).parents[2]
+READMES = [REPO / "packages" / "genesis-model" / "README.md", REPO / "README.md"]
 
 
 def test_presets_lists_every_preset_with_its_real_parameter_count(capsys):
@@ -18,8 +19,9 @@ def test_presets_lists_every_preset_with_its_real_parameter_count(capsys):
     assert "batch 8" in out
 
 
-def test_readme_carries_the_current_presets_table():
-    assert presets_table(batch_size=8, seq_len=None, markdown=True) in README.read_text()
+@pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(REPO)))
+def test_readme_carries_the_current_presets_table(readme):
+    assert presets_table(batch_size=8, seq_len=None, markdown=True) in readme.read_text()
 
 
 def test_presets_rejects_a_bad_batch(capsys):
