@@ -1,9 +1,11 @@
 import shutil
 
+import pytest
 import torch
 
 from genesis_model import load_pretrained
 from genesis_train.checkpointing import list_checkpoints
+from genesis_train.config import ConfigError
 from genesis_train.metrics import read_metrics
 from genesis_train.trainer import Trainer, train
 
@@ -51,3 +53,11 @@ def test_keeps_only_the_last_checkpoints_and_no_partial_ones(quick_config):
     train(cfg, log=lambda *_: None)
     assert [p.name for p in list_checkpoints(cfg.run_dir)] == ["step-00000003", "step-00000004"]
     assert not [p for p in (cfg.run_dir / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_resume_with_another_shape_is_refused(quick_config):
+    cfg = quick_config(steps=2, eval_interval=2, checkpoint_interval=2)
+    train(cfg, log=lambda *_: None)
+    other = quick_config(steps=4, mode="small", out_dir=cfg.out_dir, resume=True, gradient_checkpointing=True)
+    with pytest.raises(ConfigError, match="--resume: .*another shape"):
+        Trainer(other, log=lambda *_: None)

@@ -85,6 +85,8 @@ class Trainer:
                 self.model, state = load_checkpoint(resume_from)
             except CheckpointError as e:
                 raise ConfigError(f"--resume: {e}") from e
+            # Gradient checkpointing is a runtime choice that may change between a run and its resumption.
+            self.model.config.gradient_checkpointing = cfg.gradient_checkpointing
             if self.model.config != self.model_config:
                 raise ConfigError(f"--resume: {resume_from} holds a model of another shape or configuration than "
                                   f"--mode {cfg.mode}; use another --out-dir or the same options")
