@@ -9,8 +9,8 @@ import torch
 from genesis_model import generate
 
 from benchmarks.workloads import (
-    DECODE_NEW_TOKENS,
     CUDA_ONLY,
+    DECODE_NEW_TOKENS,
     DECODE_PROMPT_TOKENS,
     MODEL_IMPLS,
     ON_CUDA,
@@ -23,7 +23,7 @@ from benchmarks.workloads import (
 )
 
 # On a GPU the CPU shapes only measure launch overhead: tiny stays as a cross-check, deep_narrow_40 in bf16 is the case.
-GPU_SKIPS = "on a GPU the CPU shapes measure launch overhead: tiny fp32 is kept as the cross-check"
+GPU_SKIPS = "on a GPU the CPU shapes measure launch overhead: only tiny fp32 is kept, as a cross-check"
 CASES = [
     pytest.param("tiny", "float32", id="tiny-float32"),
     on_device("cpu", "small", "float32", reason=GPU_SKIPS),

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.workloads import (
-    DEVICE,
-    MODEL_IMPLS,
     CPU_ONLY,
     CUDA_ONLY,
+    DEVICE,
+    MODEL_IMPLS,
     ON_CUDA,
     TRAIN_SHAPES,
     build_model,
