@@ -17,6 +17,16 @@ def test_verify_runs_every_backend_and_passes(capsys):
     assert f"{len(table)} passed, 0 failed, 0 skipped" in out
 
 
+def test_verify_checks_the_autocast_dtype_mix(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "ATTENTION_CASES", [])
+    monkeypatch.setattr(cli, "SWIGLU_SHAPES", [])
+    assert cli.main(["verify", "--device", "cpu", "--dtypes", "fp16"]) == 0
+    mixed = [line.split() for line in capsys.readouterr().out.splitlines() if "x,w:fp32" in line]
+    assert len(mixed) == 2 * len(cli.NORM_SHAPES)  # each backend, each shape
+    dtype_backend_result = {(row[-5], row[-4], row[-1]) for row in mixed}
+    assert dtype_backend_result == {("float16", "triton", "pass"), ("float16", "torch", "pass")}
+
+
 def test_verify_fails_with_a_nonzero_exit(monkeypatch, capsys):
     monkeypatch.setitem(cli.VERIFY_TOLERANCES, torch.float32, (0.0, 0.0))
     monkeypatch.setattr(cli, "ATTENTION_CASES", cli.ATTENTION_CASES[:1])

@@ -123,6 +123,14 @@ def _verify_checks(device: torch.device, backends: list[str], dtypes: list[torch
                         Check("residual_norm", f"{'x'.join(map(str, shape))} {norm} alpha=2", dtype, backend),
                         lambda x, fx, w, b, norm=norm: residual_norm(x, fx, w, b, 2.0, norm=norm, backend=backend),
                         inputs, lambda x, fx, w, b, norm=norm: fallback.residual_norm(x, fx, w, b, 2.0, norm=norm)))
+                if dtype != torch.float32:
+                    # Autocast training's mix: an fp32 residual stream and norm weight around a half sublayer output.
+                    inputs = [randn(*shape, dtype=torch.float32), randn(*shape, dtype=dtype),
+                              1 + 0.5 * randn(shape[-1], dtype=torch.float32)]
+                    checks.append(_compare(
+                        Check("residual_norm", f"{'x'.join(map(str, shape))} rms alpha=2 x,w:fp32", dtype, backend),
+                        lambda x, fx, w: residual_norm(x, fx, w, None, 2.0, backend=backend),
+                        inputs, lambda x, fx, w: fallback.residual_norm(x, fx, w, None, 2.0)))
     return checks
 
 

@@ -188,13 +188,20 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor, *, backend: str | None = None) 
 def residual_norm(x: torch.Tensor, fx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                   alpha: float = 1.0, eps: float = 1e-6, norm: str = "rms", *,
                   backend: str | None = None) -> torch.Tensor:
-    """Norm(alpha * x + fx) over the last dim (RMSNorm, or LayerNorm with ``norm="layer"``), in x's dtype."""
+    """Norm(alpha * x + fx) over the last dim (RMSNorm, or LayerNorm with ``norm="layer"``).
+
+    x, fx, weight and bias may differ in dtype (under autocast x is typically fp32 and fx half); the result has
+    ``torch.result_type(x, fx)``, the dtype of eager ``alpha * x + fx``.
+    """
     def case_reason():
-        if x.shape != fx.shape or x.dtype != fx.dtype:
-            return f"x {tuple(x.shape)} {x.dtype} and fx {tuple(fx.shape)} {fx.dtype} differ"
+        if x.shape != fx.shape:
+            return f"x {tuple(x.shape)} and fx {tuple(fx.shape)} differ in shape (the kernel does not broadcast)"
         if x.shape[-1] > MAX_NORM_WIDTH:
             return f"width {x.shape[-1]} is above {MAX_NORM_WIDTH}"
-        return _dtype_reason(x.dtype, x.device, arithmetic_in_dtype=False)
+        for tensor in (x, fx, weight, bias):
+            if tensor is not None and (reason := _dtype_reason(tensor.dtype, x.device, arithmetic_in_dtype=False)):
+                return reason
+        return None
 
     if norm not in ("rms", "layer"):
         raise ValueError(f"residual_norm: norm={norm!r} is not one of 'rms', 'layer'")

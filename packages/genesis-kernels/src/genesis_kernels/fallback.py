@@ -67,8 +67,15 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 def residual_norm(x: torch.Tensor, fx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                   alpha: float = 1.0, eps: float = 1e-6, norm: str = "rms") -> torch.Tensor:
-    """Norm(alpha * x + fx) over the last dim, in x's dtype (DeepNorm's post-norm residual)."""
+    """Norm(alpha * x + fx) over the last dim, in ``torch.result_type(x, fx)`` (DeepNorm's post-norm residual)."""
+    # One kernel, promoting as it goes: an fp32 residual stream with a half fx (autocast) gives an fp32 h.
     h = torch.add(fx, x, alpha=alpha)
+    # F.rms_norm runs its fused kernel only when weight has the input's dtype (otherwise it warns and decomposes
+    # into a chain of upcasts, reductions and products), so fp32 norm weights meeting half activations are cast
+    # to the activations' dtype: one row each, so the cast costs nothing, and autograd returns dweight in the
+    # weight's own dtype, rounded once to the activations' precision.
+    weight = weight.to(h.dtype)
+    bias = None if bias is None else bias.to(h.dtype)
     if norm == "rms":
         y = F.rms_norm(h, (h.shape[-1],), weight, eps)
         if bias is not None:
@@ -77,4 +84,5 @@ def residual_norm(x: torch.Tensor, fx: torch.Tensor, weight: torch.Tensor, bias:
         y = F.layer_norm(h, (h.shape[-1],), weight, bias, eps)
     else:
         raise ValueError(f"residual_norm: norm={norm!r} is not one of 'rms', 'layer'")
-    return y if y.dtype == x.dtype else y.to(x.dtype)
+    # Autocast may run the norm in fp32 even for a half h.
+    return y.to(h.dtype)

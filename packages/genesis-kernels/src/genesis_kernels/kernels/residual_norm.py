@@ -2,10 +2,14 @@
 
 Forward: each program takes a tile of whole rows, computes h = alpha * x + fx in fp32, normalizes it and
 stores y plus each row's inverse std (and mean for LayerNorm); h itself is never written. Backward: each
-program walks a contiguous run of row tiles, recomputes h from the saved x and fx (which the caller keeps alive anyway), writes dx and dfx,
-and accumulates its share of dweight/dbias in fp32; the per-program partial sums are added in PyTorch, in a
-fixed order, so the result is deterministic. A whole row lives in registers, so widths up to
-``genesis_kernels.dispatch.MAX_NORM_WIDTH`` are served.
+program walks a contiguous run of row tiles, recomputes h from the saved x and fx (which the caller keeps alive
+anyway), writes dx and dfx, and accumulates its share of dweight/dbias in fp32; the per-program partial sums are
+added in PyTorch, in a fixed order, so the result is deterministic. A whole row lives in registers, so widths up
+to ``genesis_kernels.dispatch.MAX_NORM_WIDTH`` are served.
+
+x, fx and weight/bias may each have their own dtype, as under autocast, where the residual stream x is fp32 and
+fx comes out of half-precision matmuls: every tensor is loaded in its own dtype and upcast, y is written in
+``torch.result_type(x, fx)`` (what eager ``alpha * x + fx`` gives) and each gradient in its input's dtype.
 """
 
 from __future__ import annotations
@@ -122,7 +126,7 @@ class ResidualNormFunction(torch.autograd.Function):
         x_rows, fx_rows = as_rows(x), as_rows(fx)
         n_rows, n_cols = x_rows.shape
         tile = _tile(n_cols)
-        y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        y = torch.empty(x.shape, dtype=torch.result_type(x, fx), device=x.device)
         rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
         mean = torch.empty(n_rows if layer_norm else 0, dtype=torch.float32, device=x.device)
         if n_rows:
@@ -145,8 +149,9 @@ class ResidualNormFunction(torch.autograd.Function):
         rows_per_program = triton.cdiv(triton.cdiv(max(n_rows, 1), _backward_programs(x.device)),
                                        tile["BLOCK_ROWS"]) * tile["BLOCK_ROWS"]
         programs = triton.cdiv(max(n_rows, 1), rows_per_program)
+        # One contiguous layout for both, so they share the kernel's stride_grad_in.
         grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        grad_fx = torch.empty_like(grad_x)
+        grad_fx = torch.empty(x.shape, dtype=fx.dtype, device=x.device)
         grad_w_partial = torch.zeros((programs, n_cols), dtype=torch.float32, device=x.device)
         grad_b_partial = torch.zeros((programs if ctx.has_bias else 0, n_cols), dtype=torch.float32,
                                      device=x.device)
@@ -165,9 +170,8 @@ def residual_norm_triton(x: torch.Tensor, fx: torch.Tensor, weight: torch.Tensor
     """The Triton path of :func:`genesis_kernels.residual_norm` (same arguments, no dispatch)."""
     if norm not in ("rms", "layer"):
         raise ValueError(f"residual_norm: norm={norm!r} is not one of 'rms', 'layer'")
-    if x.shape != fx.shape or x.dtype != fx.dtype:
-        raise ValueError(f"residual_norm: x {tuple(x.shape)} {x.dtype} and fx {tuple(fx.shape)} {fx.dtype} "
-                         "must have one shape and dtype")
+    if x.shape != fx.shape:
+        raise ValueError(f"residual_norm: x {tuple(x.shape)} and fx {tuple(fx.shape)} must have one shape")
     width = x.shape[-1]
     if weight.shape != (width,) or (bias is not None and bias.shape != (width,)):
         raise ValueError(f"residual_norm: weight and bias must have shape ({width},), got "
