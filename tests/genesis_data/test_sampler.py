@@ -119,9 +119,8 @@ def test_paraphrase_pairs_are_one_verse_in_two_translations(builtin_sampler, bui
             assert pairs
 
 
-def test_all_four_tasks_on_the_shared_translations(xref_sampler, small_corpus, bible_dir):
-    assert xref_sampler.tasks == list(TASKS)
-    index = VerseIndex(xref_sampler, small_corpus)
+def _assert_xref_triplets_follow_the_references(sampler: MultiTaskSampler, corpus: Corpus, bible_dir: Path) -> None:
+    index = VerseIndex(sampler, corpus)
     references = read_cross_references(bible_dir / "cross_references.txt")
     targets = defaultdict(list)
     for source, first, last, votes in zip(references.source.tolist(), references.target_first.tolist(),
@@ -129,26 +128,46 @@ def test_all_four_tasks_on_the_shared_translations(xref_sampler, small_corpus, b
         if votes >= 1:
             targets[source].append((first, last))
     checked = 0
-    for batch in _draw(xref_sampler, "xref", 10):
+    for batch in _draw(sampler, "xref", 10):
         assert {f"{part}_{kind}" for part in ("anchor", "positive", "negative") for kind in ("ids", "mask")} <= set(batch)
         for row in range(BATCH):
             anchor, positive, negative = (_unframe(batch[f"{p}_ids"][row], batch[f"{p}_mask"][row])
                                           for p in ("anchor", "positive", "negative"))
             if BLOCK - 2 in (len(anchor), len(positive)):
                 continue
-            (translation, anchor_key), *_ = sorted(index.verses(anchor))
-            expected = [index.range_tokens(translation, first, last) for first, last in targets[anchor_key]]
+            # The same text can stand at several verses (refrains, translations that agree): any of them may be
+            # the anchor, and the positive must be a target of one of them in the same translation.
+            anchors = index.verses(anchor)
+            expected = [index.range_tokens(translation, first, last)
+                        for translation, key in anchors for first, last in targets[key]]
             # A range longer than MAX_XREF_VERSES verses is cut, so the positive may be a prefix of it.
             assert any(candidate[: len(positive)] == positive for candidate in expected)
-            assert any(t == translation for t, _ in index.verses(negative)) and negative != anchor
+            translations = {t for t, _ in anchors}
+            assert any(t in translations for t, _ in index.verses(negative)) and negative != anchor
             checked += 1
     assert checked > 30
+
+
+def test_all_four_tasks_on_the_shared_translations(xref_sampler, small_corpus, bible_dir):
+    assert xref_sampler.tasks == list(TASKS)
+    _assert_xref_triplets_follow_the_references(xref_sampler, small_corpus, bible_dir)
+    index = VerseIndex(xref_sampler, small_corpus)
     for batch in _draw(xref_sampler, "paraphrase"):
         for a_ids, a_mask, b_ids, b_mask in zip(batch["a_ids"], batch["a_mask"], batch["b_ids"], batch["b_mask"]):
             (ta, _), *_ = index.verses(_unframe(a_ids, a_mask))
             (tb, _), *_ = index.verses(_unframe(b_ids, b_mask))
             # The four small translations are in four languages, so the pair is always bilingual.
             assert small_corpus.translations[ta].language != small_corpus.translations[tb].language
+
+
+def test_all_four_tasks_on_the_builtin_corpus_with_cross_references(builtin_corpus, builtin_bpe, bible_dir, cache_dir):
+    # The built-in translations use the KJV numbering that OpenBible's references are written in.
+    sampler = MultiTaskSampler(builtin_corpus, builtin_bpe, block_size=BLOCK, batch_size=BATCH, seed=0,
+                               cross_references=bible_dir / "cross_references.txt", cache_dir=cache_dir)
+    assert sampler.tasks == list(TASKS)
+    drawn = Counter(next(sampler)["task"] for _ in range(400))
+    assert set(drawn) == set(TASKS)
+    _assert_xref_triplets_follow_the_references(sampler, builtin_corpus, bible_dir)
 
 
 def test_tasks_are_drawn_by_their_weights(builtin_corpus, builtin_bpe, cache_dir):
