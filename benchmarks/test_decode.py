@@ -31,7 +31,7 @@ CASES = [
     on_device("cuda", "deep_narrow_40", "bfloat16", reason=CUDA_ONLY),
 ]
 # deep_narrow_40's HF generate makes ~20 tokens/s on a GPU (launch-bound): fewer rounds keep gpu.sh in budget.
-ROUNDS = 2 if ON_CUDA else 3
+ROUNDS = 2 if ON_CUDA else 4
 
 
 def group_name(preset: str, dtype: str) -> str:

@@ -34,9 +34,9 @@ CASES = [
     on_device("cpu", "small", "compiled", reason=CPU_ONLY),
     on_device("cuda", "deep_narrow_40", "bf16", reason=CUDA_ONLY),
 ]
-# (timed rounds, warmup rounds): one small step takes ~2-3 s on the 2-core CPU machine; compiling takes ~40 s and
-# happens in the first warmup round.
-ROUNDS = {"tiny": (5, 1), "small": (3, 1), "deep_narrow_40": (5, 2)}
+# (timed rounds, warmup rounds): a tiny step takes ~0.5 s and a small one ~2 s on the 2-core CPU machine, compiling
+# ~40 s (in the first warmup round). Rates use the fastest round, so more rounds mean less exposure to other load.
+ROUNDS = {"tiny": (8, 1), "small": (4, 1), "deep_narrow_40": (5, 2)}
 
 
 def group_name(preset: str, mode: str) -> str:
