@@ -21,6 +21,8 @@ from typing import Callable
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 STATS = ("min", "median", "mean")
+# Run-to-run spread of the fastest round on the quiet CPU machine: a miss smaller than this is flagged as such.
+NOISE = 0.03
 
 # What a group's rate counts: (extra_info key, divisor, unit), by group-name prefix (first match wins).
 RATE_UNITS = [
@@ -151,7 +153,11 @@ class Target:
         shown = f"{value:.0%}" if self.unit == "%" else f"{value:.2f}{self.unit}"
         if self.threshold is None:
             return shown, "reported"
-        return shown, "met" if value >= self.threshold else "NOT MET"
+        if value >= self.threshold:
+            return shown, "met"
+        if value >= self.threshold * (1 - NOISE):
+            return shown, f"NOT MET (by less than the {NOISE:.0%} noise: rerun)"
+        return shown, "NOT MET"
 
 
 def attention_targets(run: Run) -> list[Target]:
