@@ -21,8 +21,9 @@ from typing import Callable
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 STATS = ("min", "median", "mean")
-# Run-to-run spread of the fastest round on the quiet CPU machine: a miss smaller than this is flagged as such.
-NOISE = 0.03
+# A miss smaller than this is flagged as within run-to-run noise: on the quiet CPU machine two identical code paths
+# (the attention fallback is a direct SDPA call) came out 0.88-1.11x across three runs, mostly within +-5%.
+NOISE = 0.05
 
 # What a group's rate counts: (extra_info key, divisor, unit), by group-name prefix (first match wins).
 RATE_UNITS = [
@@ -156,7 +157,7 @@ class Target:
         if value >= self.threshold:
             return shown, "met"
         if value >= self.threshold * (1 - NOISE):
-            return shown, f"NOT MET (by less than the {NOISE:.0%} noise: rerun)"
+            return shown, f"NOT MET (by less than {NOISE:.0%}, within noise: rerun)"
         return shown, "NOT MET"
 
 
