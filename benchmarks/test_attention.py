@@ -13,6 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from benchmarks.workloads import (
     DEVICE,
     GENESIS_KERNEL_BACKENDS,
+    KERNEL_TIMING,
     KERNEL_DTYPE,
     ON_CUDA,
     PASSES,
@@ -21,9 +22,7 @@ from benchmarks.workloads import (
     on_device,
 )
 
-# A few untimed calls first (the first calls of an op pay for fresh allocations, which would bias whichever
-# implementation of a group runs first), then 2 s of rounds: the fastest of many is the least disturbed by other load.
-pytestmark = pytest.mark.benchmark(warmup=True, warmup_iterations=20, max_time=2.0)
+pytestmark = KERNEL_TIMING
 
 # Issue 4's GPU grid (head_dim 64, 16k tokens a batch, S = 512..8192); a CPU-sized one otherwise.
 SEQ_LENS = (512, 1024, 2048, 4096, 8192) if ON_CUDA else (512, 1024, 2048)

@@ -8,6 +8,7 @@ from genesis_kernels import residual_norm
 from benchmarks.workloads import (
     DEVICE,
     GENESIS_KERNEL_BACKENDS,
+    KERNEL_TIMING,
     KERNEL_DTYPE,
     ON_CUDA,
     PASSES,
@@ -15,9 +16,7 @@ from benchmarks.workloads import (
     kernel_call,
 )
 
-# A few untimed calls first (the first calls of an op pay for fresh allocations, which would bias whichever
-# implementation of a group runs first), then 2 s of rounds: the fastest of many is the least disturbed by other load.
-pytestmark = pytest.mark.benchmark(warmup=True, warmup_iterations=20, max_time=2.0)
+pytestmark = KERNEL_TIMING
 
 # One training step's residual stream: small's 4 x 512 tokens x 512 on the CPU; issue 4's (16384, 768) on CUDA.
 SHAPE = (16384, 768) if ON_CUDA else (2048, 512)
