@@ -171,6 +171,10 @@ class Trainer:
         }
         return save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer_file, state, self.cfg)
 
+    def _due(self, interval: int) -> bool:
+        """Periodic work happens every `interval` steps and at the last step."""
+        return self.step % interval == 0 or self.step == self.cfg.steps
+
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -192,20 +196,22 @@ class Trainer:
                     window[task].extend(values)
                 window_tokens += tokens
                 record: dict[str, Any] = {}
-                if self.step % cfg.log_interval == 0 or self.step == cfg.steps:
+                if self._due(cfg.log_interval):
                     elapsed = time.perf_counter() - window_t0
                     record = {f"loss_{t}": torch.stack(v).float().mean().item() for t, v in window.items()}
                     record.update(lr=self.scheduler.get_last_lr()[0], tokens_per_s=window_tokens / elapsed)
                     window.clear()
                     window_tokens, window_t0 = 0, time.perf_counter()
-                if self.step % cfg.eval_interval == 0 or self.step == cfg.steps:
+                if self._due(cfg.eval_interval):
                     last_val = record["val_loss"] = self.evaluate()
                 if record:
                     self.metrics.write({"step": self.step, **record})
                     shown = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in record.items()
                                      if k.startswith("loss_") or k == "val_loss")
-                    progress.update(self.step, f"{shown} | {record.get('tokens_per_s', 0):,.0f} tok/s")
-                if self.step % cfg.checkpoint_interval == 0 or self.step == cfg.steps:
+                    if "tokens_per_s" in record:
+                        shown += f" | {record['tokens_per_s']:,.0f} tok/s"
+                    progress.update(self.step, shown)
+                if self._due(cfg.checkpoint_interval):
                     self.save()
         finally:
             progress.close()
