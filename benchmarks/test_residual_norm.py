@@ -14,6 +14,7 @@ from benchmarks.workloads import (
     PASSES,
     genesis_kernel_impl_params,
     kernel_call,
+    two_input_bytes,
 )
 
 pytestmark = KERNEL_TIMING
@@ -40,18 +41,11 @@ IMPLS = {
 IMPL_PARAMS = [*genesis_kernel_impl_params(), "eager"]
 
 
-def bytes_moved(pass_: str) -> int:
-    """Forward reads x and f(x) and writes the output; the backward reads x, f(x) and the output's gradient and
-    writes the gradients of x and f(x) (the weight's row is negligible)."""
-    elements = SHAPE[0] * SHAPE[1]
-    return elements * KERNEL_DTYPE.itemsize * (3 if pass_ == "fwd" else 8)
-
-
 @pytest.mark.parametrize("impl", IMPL_PARAMS)  # varies fastest: a group's tests run back to back
 @pytest.mark.parametrize("pass_", PASSES)
 def test_residual_norm(benchmark, impl, pass_):
     x, fx = (torch.randn(SHAPE, device=DEVICE, dtype=KERNEL_DTYPE) for _ in range(2))
     weight = torch.rand(SHAPE[1], device=DEVICE, dtype=KERNEL_DTYPE) + 0.5
     benchmark.group = "residual_norm" if pass_ == "fwd" else "residual_norm_fwdbwd"
-    benchmark.extra_info.update(impl=impl, bytes=bytes_moved(pass_), shape=list(SHAPE))
+    benchmark.extra_info.update(impl=impl, bytes=two_input_bytes(SHAPE, pass_), shape=list(SHAPE))
     benchmark(kernel_call(IMPLS[impl], [x, fx, weight], pass_))

@@ -15,6 +15,7 @@ from benchmarks.workloads import (
     PASSES,
     genesis_kernel_impl_params,
     kernel_call,
+    two_input_bytes,
 )
 
 pytestmark = KERNEL_TIMING
@@ -35,17 +36,10 @@ IMPLS = {**{f"genesis-{backend}": genesis(backend) for backend in GENESIS_KERNEL
 IMPL_PARAMS = [*genesis_kernel_impl_params(), "eager"]
 
 
-def bytes_moved(pass_: str) -> int:
-    """Forward reads gate and up and writes the product; the backward reads both again with the output's
-    gradient and writes their gradients (recomputing silu instead of saving it)."""
-    elements = SHAPE[0] * SHAPE[1]
-    return elements * KERNEL_DTYPE.itemsize * (3 if pass_ == "fwd" else 8)
-
-
 @pytest.mark.parametrize("impl", IMPL_PARAMS)  # varies fastest: a group's tests run back to back
 @pytest.mark.parametrize("pass_", PASSES)
 def test_swiglu(benchmark, impl, pass_):
     gate, up = (torch.randn(SHAPE, device=DEVICE, dtype=KERNEL_DTYPE) for _ in range(2))
     benchmark.group = "swiglu" if pass_ == "fwd" else "swiglu_fwdbwd"
-    benchmark.extra_info.update(impl=impl, bytes=bytes_moved(pass_), shape=list(SHAPE))
+    benchmark.extra_info.update(impl=impl, bytes=two_input_bytes(SHAPE, pass_), shape=list(SHAPE))
     benchmark(kernel_call(IMPLS[impl], [gate, up], pass_))

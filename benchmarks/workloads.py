@@ -207,6 +207,14 @@ def logits_of(impl: str, model, input_ids: torch.Tensor) -> torch.Tensor:
     return model(input_ids=input_ids, use_cache=False).logits
 
 
+def two_input_bytes(shape: tuple[int, int], pass_: str) -> int:
+    """Memory traffic of a fused elementwise op of two same-shaped inputs (SwiGLU's gate and up, the residual
+    norm's x and f(x)): the forward reads both and writes the output; forward+backward adds reading both again
+    with the output's gradient and writing their gradients (the activation is recomputed, not saved; a norm
+    weight's single row is negligible)."""
+    elements = shape[0] * shape[1]
+    return elements * KERNEL_DTYPE.itemsize * (3 if pass_ == "fwd" else 8)
+
 def random_tokens(*shape: int, vocab_size: int = VOCAB_SIZE, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab_size, shape, generator=generator).to(DEVICE)
