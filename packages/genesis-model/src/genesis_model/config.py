@@ -161,12 +161,12 @@ def activation_bytes_per_token_per_layer(cfg: ModelConfig) -> int:
     """Bytes one block keeps for backward per token under bf16 autocast (the residual stream stays fp32).
 
     Counted from the tensors autograd saves (tests/genesis_model/test_config.py measures them): in bf16 the three
-    linear inputs, the q/k/v projection, the rotated q and k, the gate/up projection, silu(gate) and the SwiGLU
+    linear inputs, the rotated q and k, the compact copy of v, the gate/up projection, silu(gate) and the SwiGLU
     product; in fp32 four residual-stream tensors around the two norms, their 1/rms, and attention's per-head
     log-sum-exp.
     """
     d, kv, m = cfg.d_model, cfg.kv_dim, cfg.d_mlp
-    bf16_elements = 3 * d + (d + 2 * kv) + (d + kv) + 4 * m
+    bf16_elements = 3 * d + (d + kv) + kv + 4 * m
     fp32_elements = 4 * d + 2 + cfg.n_heads
     return 2 * bf16_elements + 4 * fp32_elements
 

@@ -139,7 +139,9 @@ class Attention(nn.Module):
         q, k = apply_rotary(rotated, cos, sin).split([self.n_heads, self.n_kv_heads], dim=2)  # one rotation for both
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is None:
-            y = flash_attention(q, k, v, causal=True)
+            # v is a slice of the fused projection, its rows (H + 2K) * D apart: SDPA's CPU kernels run the
+            # training step's attention ~10% faster on a compact copy (a one-row decode step skips the copy).
+            y = flash_attention(q, k, v.contiguous(), causal=True)
         else:
             y = cache.attend(layer, q, k, v)
         return self.out(y.transpose(1, 2).reshape(B, T, -1))
