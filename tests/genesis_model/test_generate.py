@@ -124,7 +124,8 @@ def test_bad_options_are_named(make_config, options, message):
 
 
 def test_compiled_decode_step_is_one_graph_compiled_once(make_config, monkeypatch):
-    """Every decode step has the same shapes and reads no changing Python state: no graph break, no recompile."""
+    """Every decode step has the same shapes and reads no changing Python state: no graph break, and no recompile,
+    neither between steps nor for a later call with other prompt lengths and another number of new tokens."""
     compile_calls = []
     real_compile = torch.compile
 
@@ -138,5 +139,7 @@ def test_compiled_decode_step_is_one_graph_compiled_once(make_config, monkeypatc
     model = GenesisLM(make_config(n_kv_heads=2)).eval()
     prompts = [[5, 17, 3, 42, 8], [7, 1]]
     assert generate(model, prompts, 12, compile=True) == generate(model, prompts, 12)
-    assert compile_calls == [{"fullgraph": True, "mode": None}]
+    other_prompts = [[9, 4], [11, 12, 13]]
+    assert generate(model, other_prompts, 7, compile=True) == generate(model, other_prompts, 7)
+    assert compile_calls == [{"fullgraph": True, "mode": None}] * 2
     torch._dynamo.reset()

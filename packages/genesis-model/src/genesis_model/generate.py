@@ -8,12 +8,18 @@ loop; a step is one forward over one token per row plus the sampling arithmetic.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn
 
 from .model import GenesisLM, KVCache
+
+# compile=True decodes into one max_seq_len cache per model, batch size, dtype and device, kept for later calls: the
+# compiled step then sees the same shapes and the same tensors every time, so it is compiled (and on a GPU captured
+# as a CUDA graph) once, not once per call or per prompt length.
+_COMPILED_CACHES: weakref.WeakKeyDictionary[GenesisLM, dict[tuple, KVCache]] = weakref.WeakKeyDictionary()
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
@@ -39,6 +45,20 @@ def _next_logits(lm: GenesisLM, input_ids: torch.Tensor, cache: KVCache) -> torc
     return lm.logits(lm.hidden_states(input_ids, cache)[:, -1])
 
 
+def _compiled_cache(lm: GenesisLM, batch_size: int, left_padding: torch.Tensor) -> KVCache:
+    """This model's kept max_seq_len cache for `batch_size` rows (see _COMPILED_CACHES), reset for a new call."""
+    weight = lm.embed.weight
+    caches = _COMPILED_CACHES.setdefault(lm, {})
+    key = (batch_size, weight.dtype, weight.device)
+    if key not in caches:
+        cache = KVCache(lm.config, batch_size, lm.config.max_seq_len, device=weight.device, dtype=weight.dtype)
+        for tensor in cache.tensors():
+            torch._dynamo.mark_static_address(tensor)
+        caches[key] = cache
+    caches[key].reset(left_padding)
+    return caches[key]
+
+
 def check_generation_options(temperature, top_k, top_p, max_new_tokens) -> None:
     if temperature < 0:
         raise ValueError(f"generate: temperature must be >= 0 (0 is greedy), got {temperature}")
@@ -60,8 +80,9 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens:
     model: a GenesisLM or MultiTaskModel in any dtype (bf16 weights halve the bytes each token reads).
     A row ends at its first stop token, which is not included in its output. `on_token(row, token)` is called
     for every new token as it is produced (stop tokens excluded), for streaming. `seed` makes sampling
-    reproducible; greedy decoding ignores it. `compile=True` compiles the one-token decode step once (on a GPU
-    as a CUDA graph, mode "reduce-overhead"): worth it for long generations, where launch overhead dominates.
+    reproducible; greedy decoding ignores it. `compile=True` compiles the one-token decode step once per model
+    and batch size (on a GPU as a CUDA graph, mode "reduce-overhead") over a max_seq_len cache kept for later
+    calls: worth it for long or repeated generations on a GPU, where launch overhead dominates.
     """
     lm: GenesisLM = getattr(model, "lm", model)
     check_generation_options(temperature, top_k, top_p, max_new_tokens)
@@ -76,8 +97,11 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens:
     weight = lm.embed.weight
     device = weight.device
     input_ids = torch.tensor([[pad_id] * (width - n) + p for n, p in zip(lengths, prompts)], device=device)
-    cache = KVCache(lm.config, len(prompts), total, device=device, dtype=weight.dtype,
-                    left_padding=torch.tensor([width - n for n in lengths]))
+    left_padding = torch.tensor([width - n for n in lengths])
+    if compile:
+        cache = _compiled_cache(lm, len(prompts), left_padding)
+    else:
+        cache = KVCache(lm.config, len(prompts), total, device=device, dtype=weight.dtype, left_padding=left_padding)
     stop = torch.tensor(sorted(set(stop_tokens)), dtype=torch.long, device=device)
     generator = None
     if seed is not None:
@@ -86,8 +110,6 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens:
 
     decode = _next_logits
     if compile:
-        for tensor in cache.tensors():
-            torch._dynamo.mark_static_address(tensor)
         decode = torch.compile(_next_logits, fullgraph=True,
                                mode="reduce-overhead" if device.type == "cuda" else None)
 

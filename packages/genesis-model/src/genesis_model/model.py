@@ -87,16 +87,25 @@ class KVCache:
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.groups = config.n_heads // config.n_kv_heads
         self.slots = torch.arange(max_len, device=device)
-        padding = torch.zeros(batch_size, dtype=torch.long, device=device) if left_padding is None \
-            else left_padding.to(device=device, dtype=torch.long)
+        self.visible = torch.empty(batch_size, max_len, max_len, dtype=torch.bool, device=device)
+        self.positions = torch.empty(batch_size, max_len, dtype=torch.long, device=device)
+        self.length = torch.zeros((), dtype=torch.long, device=device)  # slots filled so far
+        self.reset(left_padding)
+
+    def reset(self, left_padding: torch.Tensor | None = None) -> None:
+        """Start a new generation, rows left-padded by `left_padding` (B,) slots, in place: the tensors keep their
+        addresses, so a step compiled (or captured as a CUDA graph) for this cache serves the next generation."""
+        batch_size = self.positions.shape[0]
+        padding = torch.zeros(batch_size, dtype=torch.long, device=self.slots.device) if left_padding is None \
+            else left_padding.to(device=self.slots.device, dtype=torch.long)
         real_keys = self.slots[None, :] >= padding[:, None]  # (B, max_len): False on left padding
         queries, keys = self.slots[:, None], self.slots[None, :]
         # visible[b, i, j]: may the token in slot i see slot j? Real keys up to itself; a padding query also sees
         # itself, which keeps its unused output finite (a row of -inf gives NaN, and NaN values poison even keys
         # masked to zero weight).
-        self.visible = (real_keys[:, None, :] | (keys == queries)) & (keys <= queries)  # (B, max_len, max_len)
-        self.positions = (self.slots[None, :] - padding[:, None]).clamp(min=0)  # (B, max_len) rotary positions
-        self.length = torch.zeros((), dtype=torch.long, device=device)  # slots filled so far
+        self.visible.copy_((real_keys[:, None, :] | (keys == queries)) & (keys <= queries))  # (B, max_len, max_len)
+        self.positions.copy_((self.slots[None, :] - padding[:, None]).clamp(min=0))  # (B, max_len) rotary positions
+        self.length.zero_()
         self._mask: torch.Tensor | None = None
         self._write_slots: torch.Tensor | None = None
 
