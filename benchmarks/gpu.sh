@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run for a session lent a GPU (see benchmarks/README.md and the project's GPU notes): environment,
 # `genesis-kernels verify`, the benchmark suite's GPU groups with HF peers, a short genesis-train run and
-# `genesis-kernels bench`, every result under $OUT. Budget: under 5 minutes in all; each step also has its own time
+# `genesis-kernels bench`, then compiled decoding, every result under $OUT. Budget: under 8 minutes in all; each step also has its own time
 # limit so a slow one cannot starve the rest, and a failed step does not stop the later ones (the exit status says).
 #
 #   OUT=/path benchmarks/gpu.sh            # on the GPU machine ($OUT is the folder that comes back)
@@ -29,7 +29,7 @@ export PYTHONPATH
 unset TRITON_INTERPRET
 
 # The whole script, so a session's device time is predictable; a smoke run on a busy 2-core CPU may take longer.
-BUDGET_SECONDS=$((SMOKE ? 900 : 290))
+BUDGET_SECONDS=$((SMOKE ? 900 : 470))
 FAILED=()
 # step NAME SECONDS COMMAND...: run with a time limit (cut to what is left of the budget), output to the terminal
 # and $OUT/NAME.log.
@@ -59,7 +59,8 @@ if [[ $SMOKE -eq 1 ]]; then
   KERNEL_BENCH_OPTS=(--seq-lens 128 --tokens 256 --reps 1)
   TEXT_LINES=3000
 else
-  PYTEST_OPTS=(--benchmark-max-time=0.5)
+  # The compiled decode case compiles 40 layers per side: it runs last, as a step of its own.
+  PYTEST_OPTS=(--benchmark-max-time=0.5 -k "not compiled")
   TRAIN_OPTS=(--mode deep_narrow_40 --steps 30 --batch-size 16 --block-size 1024 --dtype bfloat16
               --eval-interval 30 --eval-batches 2)
   KERNEL_BENCH_OPTS=()
@@ -116,6 +117,11 @@ step training_text 15 bash -c training_text
 step train 60 "$PYTHON" -m genesis_train.cli --text-file "$OUT/train_text.txt" "${TRAIN_OPTS[@]}" \
   --out-dir "$OUT/train" --cache-dir "$OUT/cache" --log-interval 5 --checkpoint-interval 1000 --no-progress
 step kernels_bench 60 "$PYTHON" -m genesis_kernels.cli bench "${KERNEL_BENCH_OPTS[@]}"
+step decode_compiled 170 "$PYTHON" -m pytest benchmarks/test_decode.py -p no:cacheprovider -k compiled \
+  --benchmark-json="$OUT/decode_compiled.json"
+if [[ -s "$OUT/decode_compiled.json" ]]; then
+  step decode_compiled_report 15 "$PYTHON" benchmarks/report.py "$OUT/decode_compiled.json"
+fi
 
 # Weights, optimizer state and the text do not need to come back (deep_narrow_40 is ~1 GB of them).
 rm -rf "$OUT/cache" "$OUT/train_text.txt"

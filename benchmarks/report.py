@@ -232,6 +232,10 @@ def model_targets() -> list[Target]:
                lambda r: r.fraction_of_bandwidth_limit("decode_small"), 0.8, unit="%"),
         Target("decode bf16 weights, tiny", "genesis >= 2x HF fp32 generate",
                lambda r: r.ratio("decode_bf16_tiny", "genesis", "decode_tiny", "hf"), 2.0),
+        # GPU (issue 5): one CUDA graph per decode step against HF's compiled static cache.
+        Target("decode bf16 compiled, deep_narrow_40", "genesis >= 3x HF static cache compiled",
+               lambda r: r.ratio("decode_compiled_bf16_deep_narrow_40", "genesis",
+                                 "decode_compiled_bf16_deep_narrow_40", "hf"), 3.0),
     ]
 
 

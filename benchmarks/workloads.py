@@ -55,7 +55,7 @@ def on_device(kind: str, *values, reason: str):
 
 
 CUDA_ONLY = "GPU-sized case: runs on CUDA only"
-CPU_ONLY = "compiling costs more than gpu.sh's 5-minute budget on a GPU: timed on the CPU only"
+CPU_ONLY = "compiling a training step costs more than gpu.sh's budget on a GPU: timed on the CPU only"
 
 
 def synchronized(fn):
