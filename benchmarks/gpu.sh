@@ -117,7 +117,7 @@ step training_text 15 bash -c training_text
 step train 60 "$PYTHON" -m genesis_train.cli --text-file "$OUT/train_text.txt" "${TRAIN_OPTS[@]}" \
   --out-dir "$OUT/train" --cache-dir "$OUT/cache" --log-interval 5 --checkpoint-interval 1000 --no-progress
 step kernels_bench 60 "$PYTHON" -m genesis_kernels.cli bench "${KERNEL_BENCH_OPTS[@]}"
-step decode_compiled 170 "$PYTHON" -m pytest benchmarks/test_decode.py -p no:cacheprovider -k compiled \
+step decode_compiled 170 "$PYTHON" -m pytest benchmarks/test_decode.py -p no:cacheprovider -k "compiled and deep_narrow_40" \
   --benchmark-json="$OUT/decode_compiled.json"
 if [[ -s "$OUT/decode_compiled.json" ]]; then
   step decode_compiled_report 15 "$PYTHON" benchmarks/report.py "$OUT/decode_compiled.json"

@@ -1,20 +1,25 @@
 """Batch-1 KV-cache decoding, a 32-token prompt and 128 new greedy tokens: genesis_model.generate against HF
-transformers' `generate` (its default dynamic cache) on a LlamaForCausalLM of the same shape, in the same run.
+transformers' `generate` on a LlamaForCausalLM of the same shape, in the same run.
 
+Implementations, one group per (preset, dtype): `decode_<preset>` (fp32 weights), `decode_bf16_<preset>`:
+- "genesis": `generate(...)`, eager; "genesis-compiled": `generate(..., compile=True)`, the decode step compiled
+  once (on a GPU one CUDA graph); the warmup round pays for compiling;
+- "hf": HF `generate` with its default dynamic cache; "hf-static-compiled" (GPU only): HF `generate` with its
+  static cache, which HF compiles itself on a GPU (issue 5's GPU target: genesis-compiled >= 3x this);
+- "floor" (CPU): the same tokens' matrix-vector products alone (test_decode_floor).
 Batch-1 decoding streams every weight once per token, so report.py sets tokens/s against the limit the in-run
-matrix-vector bandwidth implies. Groups: `decode_<preset>` (fp32 weights), `decode_bf16_<preset>`, and on a GPU
-`decode_compiled_bf16_<preset>`: `generate(compile=True)` (the whole decode step one CUDA graph) against HF's
-static cache, which HF's `generate` compiles itself (issue 5's GPU target: >= 3x HF there)."""
+matrix-vector bandwidth implies. gpu.sh runs the compiled implementations as a step of their own (`-k compiled`):
+compiling deep_narrow_40's 40 layers takes minutes per side."""
 
 import pytest
 import torch
 from genesis_model import generate
+from genesis_model.model import linear
 
 from benchmarks.workloads import (
     CUDA_ONLY,
     DECODE_NEW_TOKENS,
     DECODE_PROMPT_TOKENS,
-    MODEL_IMPLS,
     ON_CUDA,
     build_model,
     decode_bytes_per_token,
@@ -27,30 +32,33 @@ from benchmarks.workloads import (
 # On a GPU the CPU shapes only measure launch overhead: tiny stays as a cross-check, deep_narrow_40 in bf16 is the case.
 GPU_SKIPS = "on a GPU the CPU shapes measure launch overhead: only tiny fp32 is kept, as a cross-check"
 CASES = [
-    pytest.param("tiny", "float32", "eager", id="tiny-float32-eager"),
-    on_device("cpu", "small", "float32", "eager", reason=GPU_SKIPS),
-    on_device("cpu", "tiny", "bfloat16", "eager", reason=GPU_SKIPS),
-    on_device("cuda", "deep_narrow_40", "bfloat16", "eager", reason=CUDA_ONLY),
-    # Compiling 40 layers takes minutes per side: gpu.sh runs this case as a step of its own.
-    on_device("cuda", "deep_narrow_40", "bfloat16", "compiled", reason=CUDA_ONLY),
+    pytest.param("tiny", "float32", id="tiny-float32"),
+    on_device("cpu", "small", "float32", reason=GPU_SKIPS),
+    on_device("cpu", "tiny", "bfloat16", reason=GPU_SKIPS),
+    on_device("cuda", "deep_narrow_40", "bfloat16", reason=CUDA_ONLY),
+]
+IMPLS = [
+    "genesis",
+    "genesis-compiled",
+    "hf",
+    on_device("cuda", "hf-static-compiled", reason="HF compiles its static cache on CUDA only"),
 ]
 # deep_narrow_40's HF generate makes ~20 tokens/s on a GPU (launch-bound): fewer rounds keep gpu.sh in budget.
 ROUNDS = 2 if ON_CUDA else 4
 
 
-def group_name(preset: str, dtype: str, mode: str = "eager") -> str:
-    prefix = "decode" if mode == "eager" else f"decode_{mode}"
-    return f"{prefix}_{preset}" if dtype == "float32" else f"{prefix}_bf16_{preset}"
+def group_name(preset: str, dtype: str) -> str:
+    return f"decode_{preset}" if dtype == "float32" else f"decode_bf16_{preset}"
 
 
-def decoder(impl: str, model, prompt: torch.Tensor, mode: str = "eager"):
-    """A callable that generates DECODE_NEW_TOKENS tokens after `prompt` (1, P) and checks it got all of them.
-    mode "compiled": Genesis compiles its decode step, HF decodes into its static cache (which it compiles)."""
-    if impl == "genesis":
+def decoder(impl: str, model, prompt: torch.Tensor):
+    """A callable that generates DECODE_NEW_TOKENS tokens after `prompt` (1, P) and checks it got all of them."""
+    if impl.startswith("genesis"):
         prompts = prompt.tolist()
+        compile = impl == "genesis-compiled"
 
         def decode():
-            (new_tokens,) = generate(model, prompts, max_new_tokens=DECODE_NEW_TOKENS, compile=mode == "compiled")
+            (new_tokens,) = generate(model, prompts, max_new_tokens=DECODE_NEW_TOKENS, compile=compile)
             assert len(new_tokens) == DECODE_NEW_TOKENS
 
         return decode
@@ -58,7 +66,7 @@ def decoder(impl: str, model, prompt: torch.Tensor, mode: str = "eager"):
     # No end-of-sequence token: every run generates the full DECODE_NEW_TOKENS.
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
-    if mode == "compiled":
+    if impl == "hf-static-compiled":
         model.generation_config.cache_implementation = "static"
     attention_mask = torch.ones_like(prompt)
 
@@ -70,18 +78,50 @@ def decoder(impl: str, model, prompt: torch.Tensor, mode: str = "eager"):
     return decode
 
 
-@pytest.mark.parametrize("impl", MODEL_IMPLS)  # varies fastest: a group's tests run back to back
-@pytest.mark.parametrize(("preset", "dtype", "mode"), CASES)
-def test_decode(benchmark, preset, dtype, mode, impl):
+@pytest.mark.parametrize("impl", IMPLS)  # varies fastest: a group's tests run back to back
+@pytest.mark.parametrize(("preset", "dtype"), CASES)
+def test_decode(benchmark, preset, dtype, impl):
     cfg = model_config(preset)
     torch_dtype = getattr(torch, dtype)
-    model = build_model(impl, cfg, torch_dtype).eval()
+    model = build_model(impl.split("-")[0], cfg, torch_dtype).eval()
     prompt = random_tokens(1, DECODE_PROMPT_TOKENS)
     bytes_per_token = decode_bytes_per_token(cfg, torch_dtype.itemsize)
-    benchmark.group = group_name(preset, dtype, mode)
+    benchmark.group = group_name(preset, dtype)
     benchmark.extra_info.update(
-        impl=impl, preset=preset, dtype=dtype, mode=mode, prompt_tokens=DECODE_PROMPT_TOKENS, tokens=DECODE_NEW_TOKENS,
+        impl=impl, preset=preset, dtype=dtype, prompt_tokens=DECODE_PROMPT_TOKENS, tokens=DECODE_NEW_TOKENS,
         bytes_per_token=bytes_per_token, bytes=bytes_per_token * DECODE_NEW_TOKENS,
     )
-    # The warmup round also compiles (mode "compiled"); timed rounds reuse the compiled step.
-    benchmark.pedantic(synchronized(decoder(impl, model, prompt, mode)), rounds=ROUNDS, warmup_rounds=1)
+    benchmark.pedantic(synchronized(decoder(impl, model, prompt)), rounds=ROUNDS, warmup_rounds=1)
+
+
+@pytest.mark.parametrize(("preset", "dtype"), [
+    pytest.param("tiny", "float32", id="tiny-float32"),
+    on_device("cpu", "small", "float32", reason=GPU_SKIPS),
+    on_device("cpu", "tiny", "bfloat16", reason=GPU_SKIPS),
+])
+def test_decode_floor(benchmark, preset, dtype):
+    """The matrix-vector products of DECODE_NEW_TOKENS batch-1 steps alone, back to back: every projection and the
+    LM head of the model's own weights through the model's own `linear`, with no attention, norms, sampling or
+    Python between them. What decoding would cost if everything but reading the weights were free: its fraction
+    of the bandwidth limit bounds what any decoder built on these products can reach."""
+    cfg = model_config(preset)
+    torch_dtype = getattr(torch, dtype)
+    model = build_model("genesis", cfg, torch_dtype)
+    weights = [weight for block in model.blocks
+               for weight in (block.attn.qkv.weight, block.attn.out.weight, block.mlp.gate_up.weight,
+                              block.mlp.down.weight)] + [model.embed.weight]
+    inputs = [torch.randn(1, 1, weight.shape[1], device=weight.device, dtype=torch_dtype) for weight in weights]
+
+    @torch.inference_mode()
+    def floor():
+        for _ in range(DECODE_NEW_TOKENS):
+            for weight, x in zip(weights, inputs):
+                linear(x, weight)
+
+    bytes_per_token = decode_bytes_per_token(cfg, torch_dtype.itemsize)
+    benchmark.group = group_name(preset, dtype)
+    benchmark.extra_info.update(
+        impl="floor", preset=preset, dtype=dtype, tokens=DECODE_NEW_TOKENS,
+        bytes_per_token=bytes_per_token, bytes=bytes_per_token * DECODE_NEW_TOKENS,
+    )
+    benchmark.pedantic(synchronized(floor), rounds=ROUNDS, warmup_rounds=1)

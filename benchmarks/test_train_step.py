@@ -2,7 +2,8 @@
 LlamaForCausalLM of the same width, depth, heads, MLP size, vocabulary and embedding tying, in the same run.
 
 Modes: "eager" fp32, "compiled" fp32 (torch.compile of the model; both sides compile), "bf16" (bf16 autocast).
-Both sides use the same loss and the same optimizer, so the models are what differs."""
+Both sides use the same loss and the same optimizer, so the models are what differs. The fp32 groups also time a
+"floor": the step's matrix products and attention alone (see test_train_step_floor)."""
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from benchmarks.workloads import (
     logits_of,
     model_config,
     on_device,
+    projection_shapes,
     random_tokens,
     synchronized,
     train_flops_per_token,
@@ -75,3 +77,48 @@ def test_train_step(benchmark, preset, mode, impl):
     rounds, warmup_rounds = ROUNDS[preset]
     benchmark.pedantic(synchronized(training_step(impl, model, optimizer, tokens, mode)),
                        rounds=rounds, warmup_rounds=warmup_rounds)
+
+
+FLOOR_SKIPS = "on a GPU the CPU shapes measure launch overhead"
+
+
+@pytest.mark.parametrize("preset", [on_device("cpu", preset, reason=FLOOR_SKIPS) for preset in ("tiny", "small")])
+def test_train_step_floor(benchmark, preset):
+    """The products every implementation of the step pays, alone and back to back at GenesisLM's shapes: forward,
+    input-gradient and weight-gradient product of each projection and the LM head, and causal SDPA forward and
+    backward per layer; no loss, optimizer, norms, activations or copies. Its fraction of the matmul peak bounds
+    what any step built on these kernels can reach (weights are shared between layers, which only flatters it)."""
+    shape = TRAIN_SHAPES[preset]
+    cfg = model_config(preset)
+    shapes = projection_shapes(cfg)
+    generator = torch.Generator(DEVICE).manual_seed(0)
+
+    def randn(*size):
+        return torch.randn(*size, device=DEVICE, generator=generator)
+
+    weights = {(out, in_): randn(out, in_) for out, in_ in set(shapes)}
+    inputs = {in_: randn(shape.tokens, in_) for _, in_ in shapes}
+    output_grads = {out: randn(shape.tokens, out) for out, _ in shapes}
+    heads = (shape.batch_size, cfg.n_heads, shape.seq_len, cfg.head_dim)
+    kv_heads = (shape.batch_size, cfg.n_kv_heads, shape.seq_len, cfg.head_dim)
+    q = randn(*heads).requires_grad_()
+    k, v = randn(*kv_heads).requires_grad_(), randn(*kv_heads).requires_grad_()
+    attention_grad = randn(*heads)
+
+    def floor():
+        for out, in_ in shapes:
+            weight, x, grad = weights[out, in_], inputs[in_], output_grads[out]
+            F.linear(x, weight)
+            grad @ weight
+            grad.t() @ x
+        for _ in range(cfg.n_layers):
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=cfg.n_kv_heads != cfg.n_heads)
+            torch.autograd.grad(y, (q, k, v), attention_grad)
+
+    benchmark.group = group_name(preset, "eager")
+    benchmark.extra_info.update(
+        impl="floor", preset=preset, mode="eager", batch_size=shape.batch_size, seq_len=shape.seq_len,
+        tokens=shape.tokens, flops=train_flops_per_token(cfg, shape.seq_len) * shape.tokens,
+    )
+    rounds, warmup_rounds = ROUNDS[preset]
+    benchmark.pedantic(synchronized(floor), rounds=rounds, warmup_rounds=warmup_rounds)

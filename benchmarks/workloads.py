@@ -99,9 +99,14 @@ def model_config(preset: str) -> ModelConfig:
 
 def matmul_parameters(cfg) -> int:
     """Weights that enter a matrix product once per token: every projection and the LM head (tied or not)."""
+    return sum(out * in_ for out, in_ in projection_shapes(cfg))
+
+
+def projection_shapes(cfg) -> list[tuple[int, int]]:
+    """(out, in) of every matrix a token goes through in GenesisLM, in order: the fused q/k/v, output, fused
+    gate/up and down projections of each layer, then the LM head."""
     d, kv, m = cfg.d_model, cfg.kv_dim, cfg.d_mlp
-    per_layer = d * (d + 2 * kv) + d * d + 3 * d * m
-    return cfg.n_layers * per_layer + cfg.vocab_size * d
+    return [(d + 2 * kv, d), (d, d), (2 * m, d), (d, m)] * cfg.n_layers + [(cfg.vocab_size, d)]
 
 
 def train_flops_per_token(cfg, seq_len: int) -> int:

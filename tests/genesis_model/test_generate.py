@@ -131,15 +131,27 @@ def test_compiled_decode_step_is_one_graph_compiled_once(make_config, monkeypatc
 
     def compile_without_codegen(fn, **options):
         compile_calls.append(options)
-        return real_compile(fn, **{**options, "backend": "aot_eager"})  # inductor's codegen is not under test
+        # Inductor's codegen is not under test (and its options are Inductor's).
+        return real_compile(fn, fullgraph=options["fullgraph"], backend="aot_eager")
 
     monkeypatch.setattr(torch, "compile", compile_without_codegen)
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     torch._dynamo.reset()
     model = GenesisLM(make_config(n_kv_heads=2)).eval()
     prompts = [[5, 17, 3, 42, 8], [7, 1]]
-    assert generate(model, prompts, 12, compile=True) == generate(model, prompts, 12)
-    other_prompts = [[9, 4], [11, 12, 13]]
-    assert generate(model, other_prompts, 7, compile=True) == generate(model, other_prompts, 7)
-    assert compile_calls == [{"fullgraph": True, "mode": None}] * 2
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        assert generate(model, prompts, 12, compile=True) == generate(model, prompts, 12)
+        other_prompts = [[9, 4], [11, 12, 13]]
+        assert generate(model, other_prompts, 7, compile=True) == generate(model, other_prompts, 7)
+    assert compile_calls == [{"fullgraph": True, "options": {"cpp_wrapper": True}}] * 2
+    torch._dynamo.reset()
+
+
+def test_compiled_decoding_with_inductor_equals_recomputing_the_sequence(make_config):
+    """The real compiled path (Inductor, C++ wrapper on the CPU): greedy output equals the recomputing reference,
+    for a batch of padded prompts with grouped-query attention and for a later call with another prompt length."""
+    torch._dynamo.reset()
+    model = GenesisLM(make_config(n_kv_heads=2)).eval()
+    prompts = [[5, 17, 3, 42, 8], [7, 1]]
+    assert generate(model, prompts, 10, compile=True) == [greedy_by_recomputing(model, p, 10) for p in prompts]
+    assert generate(model, [[9, 4, 4]], 6, compile=True) == [greedy_by_recomputing(model, [9, 4, 4], 6)]
     torch._dynamo.reset()

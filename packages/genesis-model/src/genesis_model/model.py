@@ -82,9 +82,11 @@ class KVCache:
                  left_padding: torch.Tensor | None = None):
         if max_len > config.max_seq_len:
             raise ValueError(f"KVCache: {max_len} positions exceed the model's max_seq_len={config.max_seq_len}")
-        shape = (config.n_layers, batch_size, config.n_kv_heads, max_len, config.head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        # One tensor per layer, not one (n_layers, ...) tensor: a compiled step writes each layer's slot in place,
+        # whereas a write into a view of one big tensor is compiled into a copy of the whole tensor, every layer.
+        shape = (batch_size, config.n_kv_heads, max_len, config.head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
         self.groups = config.n_heads // config.n_kv_heads
         self.slots = torch.arange(max_len, device=device)
         self.visible = torch.empty(batch_size, max_len, max_len, dtype=torch.bool, device=device)
@@ -111,7 +113,7 @@ class KVCache:
 
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor the cache owns (their addresses must stay fixed for CUDA graph replay)."""
-        return [self.keys, self.values, self.slots, self.visible, self.positions, self.length]
+        return [*self.keys, *self.values, self.slots, self.visible, self.positions, self.length]
 
     def rotary_tables(self, rope: RotaryEmbedding, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin (B, T, 1, D) for the next T tokens; also selects the mask rows every layer will use."""
