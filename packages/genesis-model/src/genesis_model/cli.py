@@ -77,7 +77,8 @@ def generate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     parser.add_argument("--compile", action="store_true",
-                        help="compile the decode step once (a CUDA graph on a GPU); pays off for long outputs")
+                        help="compile the decode step once (a CUDA graph on a GPU, Inductor's C++ wrapper on a CPU): "
+                             "costs seconds to minutes up front, then each token is cheaper")
     args = parser.parse_args(argv)
 
     import torch
