@@ -124,7 +124,9 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens:
     can_stop = stop.numel() > 0  # without stop tokens no row finishes early: no bookkeeping, no host sync
     logits, best = _decode_step(lm, input_ids, cache)  # the prompt, eager: its shape is seen only once
     for step in range(max_new_tokens):
-        next_token = best if temperature == 0 else sample_next(logits, temperature, top_k, top_p, generator)
+        # A copy of `best`: a compiled step's outputs live in its CUDA graph's memory, which the next replay
+        # overwrites, and this token is the next step's input.
+        next_token = best.clone() if temperature == 0 else sample_next(logits, temperature, top_k, top_p, generator)
         if can_stop:
             next_token = next_token.masked_fill(finished, pad_id)  # finished rows emit padding
             stopped = torch.isin(next_token, stop) & ~finished
