@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,15 @@ def test_presets_lists_every_preset_with_its_real_parameter_count(capsys):
 @pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(REPO)))
 def test_readme_carries_the_current_presets_table(readme):
     assert presets_table(batch_size=8, seq_len=None, markdown=True) in readme.read_text()
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`genesis-model presets | head -1`: the closed pipe ends the command quietly, with SIGPIPE's status."""
+    command = "import sys; from genesis_model.cli import main; sys.exit(main(['presets']))"
+    process = subprocess.Popen([sys.executable, "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before the first line
+    errors = process.stderr.read()
+    assert process.wait() == 141 and errors == b""
 
 
 def test_presets_rejects_a_bad_batch(capsys):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
 
 from .config import (
@@ -16,6 +18,19 @@ from .config import (
 
 GPUS = {"T2000 4GB": 4, "RTX 4070 12GB": 12, "24GB": 24, "80GB": 80}
 DTYPES = ("float32", "bfloat16", "float16")
+
+
+def quiet_when_the_reader_leaves(command):
+    """A console entry point that stops without a traceback when its output's reader goes away (`... | head`)."""
+    @functools.wraps(command)
+    def run(argv: list[str] | None = None) -> int:
+        try:
+            return command(argv)
+        except BrokenPipeError:
+            # Python flushes stdout once more at exit: point it at /dev/null so that flush cannot fail as well.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + 13  # what a shell reports for a command stopped by SIGPIPE
+    return run
 
 
 def presets_table(batch_size: int, seq_len: int | None, markdown: bool) -> str:
@@ -45,6 +60,7 @@ def presets_table(batch_size: int, seq_len: int | None, markdown: bool) -> str:
                      for row in cells)
 
 
+@quiet_when_the_reader_leaves
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="genesis-model", description="Genesis model utilities.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@quiet_when_the_reader_leaves
 def generate_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="genesis-generate", description="Stream text from a checkpoint.")
     parser.add_argument("--checkpoint", required=True, help="directory with config.json, model.safetensors, "
