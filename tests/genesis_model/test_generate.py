@@ -123,27 +123,45 @@ def test_bad_options_are_named(make_config, options, message):
         generate(model, [[1], []], 5)
 
 
-def test_compiled_decode_step_is_one_graph_compiled_once(make_config, monkeypatch):
-    """Every decode step has the same shapes and reads no changing Python state: no graph break, and no recompile,
-    neither between steps nor for a later call with other prompt lengths and another number of new tokens."""
-    compile_calls = []
+@pytest.fixture
+def compile_calls(monkeypatch):
+    """torch.compile without Inductor's codegen (not under test here, and its options are Inductor's): the options
+    of every call are recorded; dynamo starts and ends empty."""
+    calls = []
     real_compile = torch.compile
 
     def compile_without_codegen(fn, **options):
-        compile_calls.append(options)
-        # Inductor's codegen is not under test (and its options are Inductor's).
-        return real_compile(fn, fullgraph=options["fullgraph"], backend="aot_eager")
+        calls.append(options)
+        return real_compile(fn, fullgraph=options["fullgraph"], dynamic=options["dynamic"], backend="aot_eager")
 
     monkeypatch.setattr(torch, "compile", compile_without_codegen)
     torch._dynamo.reset()
+    yield calls
+    torch._dynamo.reset()
+
+
+def test_compiled_decode_step_is_one_graph_compiled_once(make_config, compile_calls):
+    """Every decode step has the same shapes and reads no changing Python state: no graph break, and no recompile,
+    neither between steps nor for a later call with other prompt lengths and another number of new tokens."""
     model = GenesisLM(make_config(n_kv_heads=2)).eval()
     prompts = [[5, 17, 3, 42, 8], [7, 1]]
     with torch._dynamo.config.patch(error_on_recompile=True):
         assert generate(model, prompts, 12, compile=True) == generate(model, prompts, 12)
         other_prompts = [[9, 4], [11, 12, 13]]
         assert generate(model, other_prompts, 7, compile=True) == generate(model, other_prompts, 7)
-    assert compile_calls == [{"fullgraph": True, "options": {"cpp_wrapper": True}}] * 2
-    torch._dynamo.reset()
+    assert compile_calls == [{"fullgraph": True, "dynamic": False, "options": {"cpp_wrapper": True}}] * 2
+
+
+def test_compiled_decoding_keeps_one_cache_per_length_bucket(make_config, compile_calls):
+    """Caches are powers of two from 64 up to max_seq_len, kept for later calls: lengths 20 and 30 share the
+    64-slot cache, 100 takes a 128-slot one; the output equals eager decoding in every bucket."""
+    from genesis_model.generate import _COMPILED_CACHES
+
+    model = GenesisLM(make_config(max_seq_len=256)).eval()
+    for prompt_len, new_tokens in ((5, 15), (90, 10), (10, 20)):
+        prompt = [(7 * i) % 90 + 1 for i in range(prompt_len)]
+        assert generate(model, [prompt], new_tokens, compile=True) == generate(model, [prompt], new_tokens)
+    assert sorted(max_len for _, max_len, _, _ in _COMPILED_CACHES[model]) == [64, 128]
 
 
 def test_compiled_decoding_with_inductor_equals_recomputing_the_sequence(make_config):
