@@ -88,8 +88,8 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens:
     model: a GenesisLM or MultiTaskModel in any dtype (bf16 weights halve the bytes each token reads).
     A row ends at its first stop token, which is not included in its output. `on_token(row, token)` is called
     for every new token as it is produced (stop tokens excluded), for streaming. `seed` makes sampling
-    reproducible; greedy decoding ignores it. `compile=True` compiles the one-token decode step once per model
-    and batch size (on a GPU as a CUDA graph, mode "reduce-overhead"; on a CPU with Inductor's C++ wrapper) and
+    reproducible; greedy decoding ignores it. `compile=True` compiles the one-token decode step (on a GPU as a
+    CUDA graph, mode "reduce-overhead"; on a CPU with Inductor's C++ wrapper) once per model, batch size and
     length bucket (a power of two), over a cache kept for later calls: compiling takes seconds to minutes, after
     which each token costs a fraction of the eager step (per-op overhead, not the weights, bounds eager batch-1
     decoding).
