@@ -173,3 +173,17 @@ def test_compiled_decoding_with_inductor_equals_recomputing_the_sequence(make_co
     assert generate(model, prompts, 10, compile=True) == [greedy_by_recomputing(model, p, 10) for p in prompts]
     assert generate(model, [[9, 4, 4]], 6, compile=True) == [greedy_by_recomputing(model, [9, 4, 4], 6)]
     torch._dynamo.reset()
+
+
+def test_compiled_decoding_checks_every_guard_at_the_first_step_of_a_call(make_config, compile_calls):
+    """Later steps of a call skip the guards that cannot fail within it; a model changed between calls (here each
+    block switched from DeepNorm to the pre-norm path) is still caught by the first step, and decodes as eagerly."""
+    model = GenesisLM(make_config()).eval()
+    prompt = [[5, 17, 3, 42]]
+    deepnorm_output = generate(model, prompt, 10, compile=True)
+    assert deepnorm_output == generate(model, prompt, 10)
+    for block in model.blocks:
+        block.deepnorm = False
+    prenorm_output = generate(model, prompt, 10)
+    assert prenorm_output != deepnorm_output
+    assert generate(model, prompt, 10, compile=True) == prenorm_output
