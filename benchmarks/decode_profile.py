@@ -1,40 +1,94 @@
-"""Where a batch-1 decoding token's time goes: a diagnostic for issue 5's GPU target, run by gpu.sh after the
-decode benchmarks (test_decode.py measures the tokens/s; this says why).
+"""Where a compiled batch-1 decoding token's time goes, and what other formulations of the step would cost: a
+diagnostic for issue 5's GPU target, run by gpu.sh after the decode benchmarks (test_decode.py measures the
+tokens/s of the real model against HF; this says why, and what to change next).
 
-On a GPU, for deep_narrow_40 in bf16 (the benchmark's 32-token prompt and 128 new tokens):
-- "compiled generate": `generate(..., compile=True)` as the benchmark runs it: tokens/s, and from the profiler
-  the kernels and the summed kernel time per token. Kernel time well under the wall time per token means the
-  host (Python, guards, graph launch) bounds it, not the GPU;
-- "graph: <backend>": the eager decode step captured by hand in one torch.cuda.CUDAGraph and replayed back to
-  back (the next token copied into the graph's input each time), with the kernels' Triton backend and with the
-  torch one: what one CUDA graph of the eager step costs, without Inductor and without the generate loop.
-Each row also says for how many tokens its greedy output agrees with eager `generate` (bf16 rounding that differs
-between kernels can flip a near-tie of an untrained model's logits, so this is reported, not asserted).
+Each variant runs `generate(..., compile=True)` (the benchmark's 32-token prompt, 128 new tokens) on a slice of
+the preset: its width and heads with `--layers` layers, so that every variant's compile takes seconds, not the
+minute deep_narrow_40's 40 layers take (a token's kernels repeat per layer, so per-layer costs carry over). Per
+variant: tokens/s, and from the profiler the kernels and summed kernel time per token (kernel time well under
+the wall time per token means the host or launch gaps bound it), the five costliest kernels, and for how many
+tokens its greedy output agrees with the product's eager `generate` (bf16 rounding that differs between
+formulations can flip a near-tie of an untrained model's logits, so this is reported, not asserted).
 
-    python benchmarks/decode_profile.py [--preset deep_narrow_40] [--dtype bfloat16] [--json FILE]
+Variants (the product first; the others patch the model's code for this process only):
+- "product": genesis_model as it is;
+- "attention: sdpa efficient": the cache's SDPA call restricted to the memory-efficient backend (an H200 ran
+  cuDNN's flash kernel there: 7 us a layer at 256 cache slots, a fifth of the token's kernel time);
+- "attention: reductions": q.k, mask, softmax and p.v written as elementwise products and sums, which Inductor
+  generates as its own fused kernels;
+- "matvec: reductions": one-row projections written as (x * W).sum(-1) with fp32 accumulation, for Inductor to
+  generate instead of cuBLAS's matrix-vector kernels (an H200 ran those at ~20% of its bandwidth);
+- "both: reductions": the last two together.
 
-On a CPU only the compiled-generate row runs (no CUDA graphs), which is enough to smoke-test the script.
+    python benchmarks/decode_profile.py [--preset deep_narrow_40] [--layers 8] [--dtype bfloat16] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
-import os
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import torch
-from genesis_kernels.dispatch import BACKEND_ENV
+import torch.nn.functional as F
 from genesis_model import GenesisLM, KVCache, generate
+from genesis_model import model as model_module
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.workloads import DECODE_NEW_TOKENS, DECODE_PROMPT_TOKENS, DEVICE, model_config, random_tokens  # noqa: E402
 
 ON_CUDA = DEVICE.type == "cuda"
+product_attend = KVCache.attend
+product_linear = model_module.linear
+
+
+def attend_sdpa_efficient(self, layer, q, k, v):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
+        return product_attend(self, layer, q, k, v)
+
+
+def attend_with_reductions(self, layer, q, k, v):
+    keys, values = self.keys[layer], self.values[layer]
+    keys.index_copy_(2, self._write_slots, k.to(keys.dtype))
+    values.index_copy_(2, self._write_slots, v.to(values.dtype))
+    if self.groups > 1:
+        keys, values = keys.repeat_interleave(self.groups, 1), values.repeat_interleave(self.groups, 1)
+    scores = (q.float().unsqueeze(3) * keys.float().unsqueeze(2)).sum(-1) * q.shape[-1] ** -0.5  # (B, H, T, S)
+    probs = scores.masked_fill(~self._mask, float("-inf")).softmax(-1)
+    return (probs.unsqueeze(-1) * values.float().unsqueeze(2)).sum(-2).to(q.dtype)  # (B, H, T, D)
+
+
+def linear_with_reductions(x, weight):
+    if x.numel() == x.shape[-1]:  # one row: batch-1 decoding
+        return (x.float().unsqueeze(-2) * weight.float()).sum(-1).to(x.dtype)
+    return F.linear(x, weight)
+
+
+CUDA_ONLY_VARIANTS = ("attention: sdpa efficient",)  # SDPA has no memory-efficient backend on the CPU
+VARIANTS = {
+    "product": {},
+    "attention: sdpa efficient": {"attend": attend_sdpa_efficient},
+    "attention: reductions": {"attend": attend_with_reductions},
+    "matvec: reductions": {"linear": linear_with_reductions},
+    "both: reductions": {"attend": attend_with_reductions, "linear": linear_with_reductions},
+}
+
+
+@contextlib.contextmanager
+def patched(attend=product_attend, linear=product_linear):
+    KVCache.attend, model_module.linear = attend, linear
+    torch._dynamo.reset()  # a fresh compile for each variant
+    try:
+        yield
+    finally:
+        KVCache.attend, model_module.linear = product_attend, product_linear
 
 
 def sync():
@@ -54,23 +108,24 @@ def kernel_summary(prof, tokens: int) -> dict:
     for event in kernels:
         total[event.name[:70]] += event.device_time
     return {
-        "kernels_per_token": len(kernels) / tokens,
-        "kernel_us_per_token": sum(total.values()) / tokens,
+        "kernels_per_token": round(len(kernels) / tokens, 1),
+        "kernel_us_per_token": round(sum(total.values()) / tokens, 1),
         "top_kernels_us_per_token": {name: round(us / tokens, 1) for name, us in total.most_common(5)},
     }
 
 
-def compiled_generate(lm: GenesisLM, prompt: list[int], expected: list[int]) -> dict:
+def measure(lm: GenesisLM, prompt: list[int], expected: list[int]) -> dict:
     start = time.perf_counter()
     (tokens,) = generate(lm, [prompt], DECODE_NEW_TOKENS, compile=True)
-    compile_s = time.perf_counter() - start
+    sync()
+    first_call_s = time.perf_counter() - start
     times = []
     for _ in range(3):
         start = time.perf_counter()
         generate(lm, [prompt], DECODE_NEW_TOKENS, compile=True)
         sync()
         times.append(time.perf_counter() - start)
-    row = {"tokens_per_s": DECODE_NEW_TOKENS / min(times), "first_call_s": compile_s,
+    row = {"tokens_per_s": round(DECODE_NEW_TOKENS / min(times), 1), "first_call_s": round(first_call_s, 1),
            "agrees_with_eager": agreement(tokens, expected)}
     if ON_CUDA:
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -80,82 +135,38 @@ def compiled_generate(lm: GenesisLM, prompt: list[int], expected: list[int]) -> 
     return row
 
 
-def captured_step(lm: GenesisLM, prompt: list[int], expected: list[int], backend: str) -> dict:
-    """The eager step in one hand-captured CUDA graph, replayed DECODE_NEW_TOKENS - 1 times after the prompt."""
-    os.environ[BACKEND_ENV] = backend
-    try:
-        cache = KVCache(lm.config, 1, 256, device=DEVICE, dtype=lm.embed.weight.dtype)
-        token = torch.zeros(1, 1, dtype=torch.long, device=DEVICE)
-
-        def step():
-            return lm.logits(lm.hidden_states(token, cache)[:, -1]).argmax(-1)
-
-        def prefill():
-            cache.reset()
-            return lm.logits(lm.hidden_states(torch.tensor([prompt], device=DEVICE), cache)[:, -1]).argmax(-1)
-
-        with torch.inference_mode():
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # compiles the Triton kernels and settles the allocator before capture
-                for _ in range(3):
-                    step()
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                best = step()
-
-            def decode():
-                token.copy_(prefill()[:, None])
-                out = [token]
-                for _ in range(DECODE_NEW_TOKENS - 1):
-                    graph.replay()
-                    token.copy_(best[:, None])
-                    out.append(token.clone())
-                return torch.cat(out, 1)[0].tolist()
-
-            agrees = agreement(decode(), expected)
-            times = []
-            for _ in range(3):
-                start = time.perf_counter()
-                decode()
-                sync()
-                times.append(time.perf_counter() - start)
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                step()
-                sync()
-        return {"tokens_per_s": DECODE_NEW_TOKENS / min(times), "agrees_with_eager": agrees,
-                **kernel_summary(prof, 1)}
-    finally:
-        os.environ.pop(BACKEND_ENV, None)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="deep_narrow_40" if ON_CUDA else "tiny")
+    parser.add_argument("--layers", type=int, default=8, help="layers of the slice (default 8)")
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    default_variants = [name for name in VARIANTS if ON_CUDA or name not in CUDA_ONLY_VARIANTS]
+    parser.add_argument("--variants", default=",".join(default_variants),
+                        help=f"comma-separated, in order (default: {', '.join(default_variants)})")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args()
+    unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: {', '.join(map(repr, unknown))} not among {', '.join(VARIANTS)}")
 
     torch.manual_seed(0)
-    lm = GenesisLM(model_config(args.preset)).to(DEVICE, getattr(torch, args.dtype)).eval()
+    config = dataclasses.replace(model_config(args.preset), n_layers=args.layers)
+    lm = GenesisLM(config).to(DEVICE, getattr(torch, args.dtype)).eval()
     prompt = random_tokens(1, DECODE_PROMPT_TOKENS)[0].tolist()
     (expected,) = generate(lm, [prompt], DECODE_NEW_TOKENS)
-    print(f"decode profile: {args.preset} {args.dtype} on {DEVICE}, {DECODE_PROMPT_TOKENS}-token prompt, "
-          f"{DECODE_NEW_TOKENS} new tokens, torch {torch.__version__}")
-    runs = {"compiled generate": lambda: compiled_generate(lm, prompt, expected)}
-    if ON_CUDA:
-        for backend in ("triton", "torch"):
-            runs[f"graph: {backend}"] = lambda backend=backend: captured_step(lm, prompt, expected, backend)
+    print(f"decode profile: {args.preset} with {args.layers} layers, {args.dtype} on {DEVICE}, "
+          f"{DECODE_PROMPT_TOKENS}-token prompt, {DECODE_NEW_TOKENS} new tokens, torch {torch.__version__}")
     rows = {}
-    for name, run in runs.items():
+    for name in args.variants.split(","):
         try:
-            rows[name] = run()
+            with patched(**VARIANTS[name]):
+                rows[name] = measure(lm, prompt, expected)
         except Exception as error:  # one failed variant should not hide the others' numbers
             rows[name] = {"error": f"{type(error).__name__}: {error}"[:300]}
-        print(name, json.dumps(rows[name], indent=1), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps({"preset": args.preset, "dtype": args.dtype, "rows": rows}, indent=1))
+        print(name, json.dumps(rows[name]), flush=True)
+        if args.json:  # after every variant: a run cut short keeps what it measured
+            args.json.write_text(json.dumps({"preset": args.preset, "layers": args.layers, "dtype": args.dtype,
+                                             "rows": rows}, indent=1))
     return 0 if all("error" not in row for row in rows.values()) else 1
 
 

@@ -23,7 +23,7 @@ def test_verify_checks_the_autocast_dtype_mix(monkeypatch, capsys):
     assert cli.main(["verify", "--device", "cpu", "--dtypes", "fp16"]) == 0
     mixed = [line.split() for line in capsys.readouterr().out.splitlines() if "x,w:fp32" in line]
     assert len(mixed) == 2 * len(cli.NORM_SHAPES)  # each backend, each shape
-    dtype_backend_result = {(row[-5], row[-4], row[-1]) for row in mixed}
+    dtype_backend_result = {(row[-6], row[-5], row[-1]) for row in mixed}  # ... dtype backend fwd grad seconds result
     assert dtype_backend_result == {("float16", "triton", "pass"), ("float16", "torch", "pass")}
 
 

@@ -7,7 +7,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -89,9 +89,9 @@ def _compare(check: Check, run: Callable[..., torch.Tensor], inputs: list[torch.
     return check
 
 
-def _verify_checks(device: torch.device, backends: list[str], dtypes: list[torch.dtype]) -> list[Check]:
+def _verify_checks(device: torch.device, backends: list[str], dtypes: list[torch.dtype]) -> Iterator[Check]:
+    """Each check as soon as it has run (on a GPU the first call of each case compiles its kernels)."""
     on_gpu = device.type == "cuda"
-    checks = []
     gen = torch.Generator(device=device).manual_seed(0)
 
     def randn(*shape, dtype):
@@ -105,39 +105,42 @@ def _verify_checks(device: torch.device, backends: list[str], dtypes: list[torch
                           randn(batch, kv_heads, k_len, head_dim, dtype=dtype),
                           randn(batch, kv_heads, k_len, head_dim, dtype=dtype)]
                 case = f"b{batch} h{heads}/{kv_heads} q{q_len} k{k_len} d{head_dim}{' causal' if causal else ''}"
-                checks.append(_compare(
+                yield _compare(
                     Check("flash_attention", case, dtype, backend),
                     lambda q, k, v: flash_attention(q, k, v, causal, backend=backend), inputs,
-                    lambda q, k, v: fallback.attention(q, k, v, causal)))
+                    lambda q, k, v: fallback.attention(q, k, v, causal))
             for shape in SWIGLU_SHAPES + (GPU_SWIGLU_SHAPES if on_gpu else []):
-                checks.append(_compare(
+                yield _compare(
                     Check("swiglu", "x".join(map(str, shape)), dtype, backend),
                     lambda gate, up: swiglu(gate, up, backend=backend),
-                    [randn(*shape, dtype=dtype), randn(*shape, dtype=dtype)], fallback.swiglu))
+                    [randn(*shape, dtype=dtype), randn(*shape, dtype=dtype)], fallback.swiglu)
             for shape in NORM_SHAPES + (GPU_NORM_SHAPES if on_gpu else []):
                 for norm in ("rms", "layer"):
                     width = shape[-1]
                     inputs = [randn(*shape, dtype=dtype), randn(*shape, dtype=dtype),
                               1 + 0.5 * randn(width, dtype=dtype), 0.5 * randn(width, dtype=dtype)]
-                    checks.append(_compare(
+                    yield _compare(
                         Check("residual_norm", f"{'x'.join(map(str, shape))} {norm} alpha=2", dtype, backend),
                         lambda x, fx, w, b, norm=norm: residual_norm(x, fx, w, b, 2.0, norm=norm, backend=backend),
-                        inputs, lambda x, fx, w, b, norm=norm: fallback.residual_norm(x, fx, w, b, 2.0, norm=norm)))
+                        inputs, lambda x, fx, w, b, norm=norm: fallback.residual_norm(x, fx, w, b, 2.0, norm=norm))
                 if dtype != torch.float32:
                     # Autocast training's mix: an fp32 residual stream and norm weight around a half sublayer output.
                     inputs = [randn(*shape, dtype=torch.float32), randn(*shape, dtype=dtype),
                               1 + 0.5 * randn(shape[-1], dtype=torch.float32)]
-                    checks.append(_compare(
+                    yield _compare(
                         Check("residual_norm", f"{'x'.join(map(str, shape))} rms alpha=2 x,w:fp32", dtype, backend),
                         lambda x, fx, w: residual_norm(x, fx, w, None, 2.0, backend=backend),
-                        inputs, lambda x, fx, w: fallback.residual_norm(x, fx, w, None, 2.0)))
-    return checks
+                        inputs, lambda x, fx, w: fallback.residual_norm(x, fx, w, None, 2.0))
 
 
-def _print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(row[i])) for row in [headers] + rows) for i in range(len(headers))]
-    for row in [headers, ["-" * w for w in widths]] + rows:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+# verify prints each check's row as soon as it has run: on a GPU compiling every case's kernels takes minutes, and a
+# run cut short still shows what it checked.
+_VERIFY_COLUMNS = [("op", 15), ("case", 30), ("dtype", 9), ("backend", 8), ("max err fwd", 12), ("max err grad", 12),
+                   ("seconds", 8), ("result", 0)]
+
+
+def _print_verify_row(cells: list[str]) -> None:
+    print("  ".join(str(cell).ljust(width) for cell, (_, width) in zip(cells, _VERIFY_COLUMNS)).rstrip(), flush=True)
 
 
 def _device(name: str | None) -> torch.device:
@@ -182,13 +185,19 @@ def verify(args: argparse.Namespace) -> int:
           f"{', '.join(backends)}")
     allow_tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
+    _print_verify_row([name for name, _ in _VERIFY_COLUMNS])
+    _print_verify_row(["-" * max(width, len(name)) for name, width in _VERIFY_COLUMNS])
+    checks = []
     try:
-        checks = _verify_checks(device, backends, _dtypes(args.dtypes))
+        start = time.perf_counter()
+        for check in _verify_checks(device, backends, _dtypes(args.dtypes)):
+            seconds, start = time.perf_counter() - start, time.perf_counter()
+            checks.append(check)
+            _print_verify_row([check.op, check.case, str(check.dtype).removeprefix("torch."), check.backend,
+                               _format_error(check.forward_error), _format_error(check.gradient_error),
+                               f"{seconds:.1f}", check.status])
     finally:
         torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-    _print_table(["op", "case", "dtype", "backend", "max err fwd", "max err grad", "result"],
-                 [[c.op, c.case, str(c.dtype).removeprefix("torch."), c.backend,
-                   _format_error(c.forward_error), _format_error(c.gradient_error), c.status] for c in checks])
     failures = sum(c.status == "FAIL" for c in checks)
     passed = sum(c.status == "pass" for c in checks)
     print(f"{passed} passed, {failures} failed, {len(checks) - passed - failures} skipped")
