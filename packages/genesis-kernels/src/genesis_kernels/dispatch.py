@@ -31,11 +31,15 @@ MAX_ATTENTION_HEAD_DIM = 128
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 # auto's choice where both backends can serve a call, by op and GPU family; unlisted pairs take Triton.
-# On an H200 SDPA's default backend (cuDNN) ran causal attention at 362 TFLOP/s forward against 254 for a
-# plain FlashAttention-2 style Triton kernel, so Hopper keeps SDPA until `genesis-kernels bench` shows the
-# Triton kernel ahead there.
+# Hopper takes the torch path for all three, from the benchmark suite on an H200 (torch 2.11, triton 3.6, bf16,
+# deep_narrow_40's training shapes, 2026-11-26, benchmarks/baselines/nvidia-h200): causal attention fwd+bwd at
+# 0.70-0.83x SDPA's default (cuDNN) from S = 1024 to 8192; residual_norm at 946 GB/s forward (fwd+bwd 696) against
+# 1,466 (1,069) for the fallback's add + fused F.rms_norm; swiglu 1,966 (1,858) against 2,121 (2,169). The Triton
+# kernels stay the path elsewhere until a GPU of that family measures them.
 AUTO_PREFERENCE = {
     ("flash_attention", "sm_90"): "torch",
+    ("residual_norm", "sm_90"): "torch",
+    ("swiglu", "sm_90"): "torch",
 }
 
 
