@@ -18,7 +18,10 @@ Variants (the product first; the others patch the model's code for this process 
   generates as its own fused kernels;
 - "matvec: reductions": one-row projections written as (x * W).sum(-1) with fp32 accumulation, for Inductor to
   generate instead of cuBLAS's matrix-vector kernels (an H200 ran those at ~20% of its bandwidth);
-- "both: reductions": the last two together.
+- "both: reductions": the last two together;
+- "attention: triton kernel", "matvec: triton kernel", "both: triton kernels": genesis_kernels' decoding kernels
+  (kernels/decode_attention.py: one program per row and head over the filled slots only; kernels/matvec.py: a
+  few weight rows per program), not yet used by the model, inside the same compiled step.
 
     python benchmarks/decode_profile.py [--preset deep_narrow_40] [--layers 8] [--dtype bfloat16] [--json FILE]
 """
@@ -65,19 +68,42 @@ def attend_with_reductions(self, layer, q, k, v):
     return (probs.unsqueeze(-1) * values.float().unsqueeze(2)).sum(-2).to(q.dtype)  # (B, H, T, D)
 
 
+def attend_with_triton_kernel(self, layer, q, k, v):
+    from genesis_kernels.kernels.decode_attention import decode_attention_triton
+    if q.shape[2] != 1:  # the prompt: several queries a row
+        return product_attend(self, layer, q, k, v)
+    keys, values = self.keys[layer], self.values[layer]
+    keys.index_copy_(2, self._write_slots, k.to(keys.dtype))
+    values.index_copy_(2, self._write_slots, v.to(values.dtype))
+    mask = self._mask.reshape(q.shape[0], keys.shape[2])  # (B, 1, 1, S) -> (B, S)
+    return decode_attention_triton(q.contiguous(), keys, values, mask, self.length + 1)
+
+
+def linear_with_triton_kernel(x, weight):
+    from genesis_kernels.kernels.matvec import matvec_triton
+    if x.numel() == x.shape[-1]:
+        return matvec_triton(x, weight)
+    return F.linear(x, weight)
+
+
 def linear_with_reductions(x, weight):
     if x.numel() == x.shape[-1]:  # one row: batch-1 decoding
         return (x.float().unsqueeze(-2) * weight.float()).sum(-1).to(x.dtype)
     return F.linear(x, weight)
 
 
-CUDA_ONLY_VARIANTS = ("attention: sdpa efficient",)  # SDPA has no memory-efficient backend on the CPU
-VARIANTS = {
+# SDPA has no memory-efficient backend on the CPU; the Triton kernels run on CPU tensors only when interpreted.
+CUDA_ONLY_VARIANTS = ("attention: sdpa efficient", "both: triton kernels", "attention: triton kernel",
+                      "matvec: triton kernel")
+VARIANTS = {  # in the order they run: the likeliest gains first, so a run cut short still has them
     "product": {},
-    "attention: sdpa efficient": {"attend": attend_sdpa_efficient},
-    "attention: reductions": {"attend": attend_with_reductions},
+    "both: triton kernels": {"attend": attend_with_triton_kernel, "linear": linear_with_triton_kernel},
+    "attention: triton kernel": {"attend": attend_with_triton_kernel},
+    "matvec: triton kernel": {"linear": linear_with_triton_kernel},
     "matvec: reductions": {"linear": linear_with_reductions},
+    "attention: reductions": {"attend": attend_with_reductions},
     "both: reductions": {"attend": attend_with_reductions, "linear": linear_with_reductions},
+    "attention: sdpa efficient": {"attend": attend_sdpa_efficient},
 }
 
 

@@ -1,0 +1,71 @@
+"""One-row projections, y = x @ W^T for a single row x, in Triton: the matrix-vector products of batch-1 decoding.
+
+Why: on an H200, cuBLAS ran deep_narrow_40's one-row projections (768..4096 output rows, 768 or 2048 inputs, bf16)
+at ~20% of the memory bandwidth, 767 us of a 1.38 ms token. Each program here takes a few weight rows, so the
+grid covers the GPU even for 768 rows, reads its rows once in the weight's dtype and accumulates in fp32.
+
+Inference only (no backward). Registered as the op ``genesis_kernels::matvec`` through ``torch.library.triton_op``,
+so ``torch.compile`` keeps it in its graph (and in a CUDA graph) instead of breaking the graph around it.
+Not yet used by the model: ``benchmarks/decode_profile.py`` measures it against cuBLAS inside compiled decoding.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+# Enough programs to cover a GPU's multiprocessors about twice (132 on an H100/H200) at any width in use.
+TARGET_PROGRAMS = 256
+MAX_BLOCK_ROWS = 32
+MAX_BLOCK_COLS = 512
+TILE_ELEMENTS = 8192  # fp32 products live in registers: BLOCK_ROWS x BLOCK_COLS of them per program
+NUM_WARPS = 4
+
+
+@triton.jit
+def matvec_kernel(X, W, Y, n_rows, n_cols, stride_w, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    row_mask = rows < n_rows
+    acc = tl.zeros((BLOCK_ROWS,), dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_COLS):
+        cols = start + tl.arange(0, BLOCK_COLS)
+        col_mask = cols < n_cols
+        x = tl.load(X + cols, mask=col_mask, other=0.0).to(tl.float32)
+        w = tl.load(W + rows[:, None] * stride_w + cols[None, :], mask=row_mask[:, None] & col_mask[None, :],
+                    other=0.0).to(tl.float32)
+        acc += tl.sum(w * x[None, :], axis=1)
+    tl.store(Y + rows, acc.to(Y.dtype.element_ty), mask=row_mask)
+
+
+def _launch(n_rows: int, n_cols: int) -> tuple[tuple[int], dict]:
+    # The largest power of two <= n_rows / TARGET_PROGRAMS rows a program (at least 1), capped.
+    block_rows = min(MAX_BLOCK_ROWS, 1 << max(0, (n_rows // TARGET_PROGRAMS).bit_length() - 1))
+    block_cols = min(MAX_BLOCK_COLS, triton.next_power_of_2(n_cols), max(16, TILE_ELEMENTS // block_rows))
+    return (triton.cdiv(n_rows, block_rows),), dict(BLOCK_ROWS=block_rows, BLOCK_COLS=block_cols,
+                                                    num_warps=NUM_WARPS)
+
+
+@triton_op("genesis_kernels::matvec", mutates_args=())
+def _matvec(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    n_rows, n_cols = weight.shape
+    y = torch.empty(n_rows, dtype=x.dtype, device=x.device)
+    if n_rows:
+        grid, meta = _launch(n_rows, n_cols)
+        wrap_triton(matvec_kernel)[grid](x, weight, y, n_rows, n_cols, weight.stride(0), **meta)
+    return y
+
+
+def matvec_triton(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x @ weight.T for x of shape (..., K) holding one row, weight (N, K): returns x.shape[:-1] + (N,)."""
+    if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"matvec: x {tuple(x.shape)} and weight {tuple(weight.shape)} do not multiply "
+                         "(weight must be (N, K) for x (..., K))")
+    if x.numel() != x.shape[-1]:
+        raise ValueError(f"matvec: x {tuple(x.shape)} holds more than one row; use F.linear for batches")
+    if x.dtype != weight.dtype:
+        raise ValueError(f"matvec: x and weight dtypes differ ({x.dtype}, {weight.dtype})")
+    if weight.stride(1) != 1:
+        weight = weight.contiguous()
+    return _matvec(x.reshape(-1).contiguous(), weight).view(*x.shape[:-1], weight.shape[0])
