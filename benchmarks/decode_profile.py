@@ -44,7 +44,8 @@ from genesis_model import model as model_module
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.workloads import DECODE_NEW_TOKENS, DECODE_PROMPT_TOKENS, DEVICE, model_config, random_tokens  # noqa: E402
+from benchmarks.workloads import (  # noqa: E402
+    DECODE_NEW_TOKENS, DECODE_PROMPT_TOKENS, DEVICE, model_config, random_tokens)
 
 ON_CUDA = DEVICE.type == "cuda"
 product_attend = KVCache.attend

@@ -187,6 +187,16 @@ def test_triton_path_rejects_malformed_inputs(q_shape, kv_shape, message):
 def test_short_query_chunks_get_short_tiles():
     from genesis_kernels.kernels.flash_attention import LAUNCH_CONFIGS, launch_configs
 
-    forward, backward = launch_configs(torch.device("cpu"), 64, 1)
+    forward, backward = launch_configs(torch.device("cpu"), 64, 1, torch.float32)
     assert forward.block_m == backward.block_m == 16
-    assert launch_configs(torch.device("cpu"), 80, 500) == LAUNCH_CONFIGS["interpreter"][128]
+    assert launch_configs(torch.device("cpu"), 80, 500, torch.float32) == LAUNCH_CONFIGS["interpreter"][128]
+
+
+def test_fp32_tiles_are_halved_on_gpus():
+    # The table is sized for 2-byte elements; test_gpu_compile.py checks every family's configs fit its memory.
+    from genesis_kernels.kernels.flash_attention import LAUNCH_CONFIGS, family_launch_configs
+
+    half = family_launch_configs("sm_8x", 64, 4096, torch.bfloat16)
+    single = family_launch_configs("sm_8x", 64, 4096, torch.float32)
+    assert half == LAUNCH_CONFIGS["sm_8x"][64]
+    assert [(c.block_m, c.block_n) for c in single] == [(c.block_m // 2, c.block_n // 2) for c in half]

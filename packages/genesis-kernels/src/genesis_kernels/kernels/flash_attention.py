@@ -52,12 +52,22 @@ LAUNCH_CONFIGS: dict[str, dict[int, tuple[AttentionLaunch, AttentionLaunch]]] = 
 }
 
 
-def launch_configs(device: torch.device, head_dim: int, q_len: int) -> tuple[AttentionLaunch, AttentionLaunch]:
-    """(forward, backward) configs; short query chunks (decoding) get query tiles no taller than needed."""
-    by_head_dim = LAUNCH_CONFIGS[gpu_family(device)]
+def launch_configs(device: torch.device, head_dim: int, q_len: int,
+                   dtype: torch.dtype) -> tuple[AttentionLaunch, AttentionLaunch]:
+    return family_launch_configs(gpu_family(device), head_dim, q_len, dtype)
+
+
+def family_launch_configs(family: str, head_dim: int, q_len: int,
+                          dtype: torch.dtype) -> tuple[AttentionLaunch, AttentionLaunch]:
+    """(forward, backward) configs. Short query chunks (decoding) get query tiles no taller than needed; fp32
+    tiles take half the rows and columns, since the table is sized for 2-byte elements (at full size fp32 needs
+    80 KiB of shared memory in sm_75's backward and 128 KiB in sm_8x's forward: tests/.../test_gpu_compile.py)."""
+    by_head_dim = LAUNCH_CONFIGS[family]
     configs = by_head_dim[64] if head_dim <= 64 else by_head_dim[128]
+    shrink = 2 if dtype.itemsize > 2 and family != "interpreter" else 1
     fitted_m = max(16, triton.next_power_of_2(q_len))  # tl.dot needs at least 16 rows
-    return tuple(replace(c, block_m=min(c.block_m, fitted_m)) for c in configs)
+    return tuple(replace(c, block_m=max(16, min(c.block_m // shrink, fitted_m)), block_n=max(16, c.block_n // shrink))
+                 for c in configs)
 
 
 @triton.jit
@@ -377,7 +387,7 @@ class FlashAttentionFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, causal, softmax_scale):
         batch, num_heads, q_len, head_dim = q.shape
         k_len = k.shape[2]
-        forward_launch, _ = launch_configs(q.device, head_dim, q_len)
+        forward_launch, _ = launch_configs(q.device, head_dim, q_len, q.dtype)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         lse = torch.empty((batch, num_heads, q_len), dtype=torch.float32, device=q.device)
         grid = (triton.cdiv(q_len, forward_launch.block_m), batch * num_heads)
@@ -399,7 +409,7 @@ class FlashAttentionFunction(torch.autograd.Function):
         batch, num_heads, q_len, head_dim = q.shape
         kv_heads, k_len = k.shape[1], k.shape[2]
         group_size = num_heads // kv_heads
-        _, launch = launch_configs(q.device, head_dim, q_len)
+        _, launch = launch_configs(q.device, head_dim, q_len, q.dtype)
         block_d = _block_d(head_dim)
         precision = _dot_precision(q.dtype, q.device)
         scale = ctx.softmax_scale
