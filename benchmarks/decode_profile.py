@@ -39,6 +39,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from genesis_kernels.kernels.decode_attention import decode_attention_triton
+from genesis_kernels.kernels.matvec import matvec_triton
 from genesis_model import GenesisLM, KVCache, generate
 from genesis_model import model as model_module
 from torch.profiler import ProfilerActivity, profile
@@ -70,7 +72,6 @@ def attend_with_reductions(self, layer, q, k, v):
 
 
 def attend_with_triton_kernel(self, layer, q, k, v):
-    from genesis_kernels.kernels.decode_attention import decode_attention_triton
     if q.shape[2] != 1:  # the prompt: several queries a row
         return product_attend(self, layer, q, k, v)
     keys, values = self.keys[layer], self.values[layer]
@@ -81,7 +82,6 @@ def attend_with_triton_kernel(self, layer, q, k, v):
 
 
 def linear_with_triton_kernel(x, weight):
-    from genesis_kernels.kernels.matvec import matvec_triton
     if x.numel() == x.shape[-1]:
         return matvec_triton(x, weight)
     return F.linear(x, weight)
