@@ -67,8 +67,8 @@ def _decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     wrap_triton(decode_attention_kernel)[grid](
         q, keys, values, mask, filled, out, q.stride(0), q.stride(1), keys.stride(0), keys.stride(1),
         keys.stride(2), values.stride(0), values.stride(1), values.stride(2), mask.stride(0), out.stride(0),
-        out.stride(1), head_dim, keys.shape[2], scale, GROUPS=heads // keys.shape[1], BLOCK_D=triton.next_power_of_2(head_dim),
-        BLOCK_SLOTS=BLOCK_SLOTS, num_warps=NUM_WARPS)
+        out.stride(1), head_dim, keys.shape[2], scale, GROUPS=heads // keys.shape[1],
+        BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_SLOTS=BLOCK_SLOTS, num_warps=NUM_WARPS)
     return out
 
 

@@ -64,10 +64,11 @@ def family_launch_configs(family: str, head_dim: int, q_len: int,
     80 KiB of shared memory in sm_75's backward and 128 KiB in sm_8x's forward: tests/.../test_gpu_compile.py)."""
     by_head_dim = LAUNCH_CONFIGS[family]
     configs = by_head_dim[64] if head_dim <= 64 else by_head_dim[128]
+    # The interpreter's tiles are small already (test sequences must cross their edges) and have no shared memory.
     shrink = 2 if dtype.itemsize > 2 and family != "interpreter" else 1
     fitted_m = max(16, triton.next_power_of_2(q_len))  # tl.dot needs at least 16 rows
-    return tuple(replace(c, block_m=max(16, min(c.block_m // shrink, fitted_m)), block_n=max(16, c.block_n // shrink))
-                 for c in configs)
+    return tuple(replace(c, block_m=max(16, min(c.block_m // shrink, fitted_m)),
+                         block_n=max(16, c.block_n // shrink)) for c in configs)
 
 
 @triton.jit
