@@ -1,5 +1,11 @@
 """The batch-1 decoding kernels (one-row projections, one-query attention over a KV cache) against float64
-references, in the interpreter (test_gpu_compile.py compiles them for each GPU family)."""
+references, in the interpreter (test_gpu_compile.py compiles them for each GPU family), and traced by
+torch.compile."""
+
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -86,3 +92,34 @@ def test_decode_attention_refuses_what_it_cannot_serve():
         decode_attention_triton(q[:, :, :1], cache, cache, mask.float(), filled)
     with pytest.raises(ValueError, match="not a multiple"):
         decode_attention_triton(randn(1, 3, 1, 16, dtype=torch.float32), cache, cache, mask, filled)
+
+
+def test_decoding_kernels_stay_inside_one_compiled_graph():
+    """torch.compile(fullgraph=True) traces both ops as single nodes (triton_op), which is what lets a compiled
+    decode step keep them in its CUDA graph. Traced only: without a GPU (and outside the interpreter, which
+    torch.compile cannot trace) the kernels cannot run, so the recording backend never runs the graph."""
+    script = textwrap.dedent("""
+        import torch
+        from genesis_kernels.kernels.decode_attention import decode_attention_triton
+        from genesis_kernels.kernels.matvec import matvec_triton
+
+        def step(x, weight, q, keys, values, mask, length):
+            return matvec_triton(x, weight) * 2, decode_attention_triton(q, keys, values, mask, length + 1)
+
+        graphs = []
+
+        def record(graph_module, example_inputs):
+            graphs.append(graph_module)
+            return lambda *args: (None, None)
+
+        args = (torch.randn(1, 1, 64), torch.randn(96, 64), torch.randn(1, 4, 1, 16), torch.randn(1, 2, 32, 16),
+                torch.randn(1, 2, 32, 16), torch.ones(1, 32, dtype=torch.bool), torch.tensor(9))
+        torch.compile(step, fullgraph=True, backend=record)(*args)
+        ops = [str(node.target) for node in graphs[0].graph.nodes if node.op == "call_function"]
+        print(len(graphs), ops)
+    """)
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    count, ops = result.stdout.strip().split(" ", 1)
+    assert count == "1" and "genesis_kernels.matvec.default" in ops and "genesis_kernels.decode_attention.default" in ops
