@@ -22,8 +22,9 @@ def randn(*shape, dtype, seed=0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
 
 
-# (rows, cols): one row, widths below / across / above a 512-column block, row counts giving 1..32 rows a program
-MATVEC_SHAPES = [(1, 1), (7, 48), (768, 768), (1000, 770), (2304, 768), (768, 2048), (8200, 64)]
+# (rows, cols): one row; 1..64 rows a program, a partial last one (8200 rows); widths padded to a power of two
+# (770); wider than one tile, so the loop and its partial last block run (5000)
+MATVEC_SHAPES = [(1, 1), (7, 48), (768, 768), (1000, 770), (2304, 768), (768, 2048), (8200, 64), (130, 5000)]
 
 
 @pytest.mark.parametrize("dtype", list(TOLERANCES), ids=str)

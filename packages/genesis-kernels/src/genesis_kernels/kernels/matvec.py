@@ -2,7 +2,8 @@
 
 Why: on an H200, cuBLAS ran deep_narrow_40's one-row projections (768..4096 output rows, 768 or 2048 inputs, bf16)
 at ~20% of the memory bandwidth, 767 us of a 1.38 ms token. Each program here takes a few weight rows, so the
-grid covers the GPU even for 768 rows, reads its rows once in the weight's dtype and accumulates in fp32.
+grid covers the GPU even for 768 rows, reads its rows whole in one tile (one round trip to memory), in the weight's
+dtype, and accumulates in fp32.
 
 Inference only (no backward). Registered as the op ``genesis_kernels::matvec`` through ``torch.library.triton_op``,
 so ``torch.compile`` keeps it in its graph (and in a CUDA graph) instead of breaking the graph around it.
@@ -16,11 +17,13 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-# Enough programs to cover a GPU's multiprocessors about twice (132 on an H100/H200) at any width in use.
-TARGET_PROGRAMS = 256
-MAX_BLOCK_ROWS = 32
-MAX_BLOCK_COLS = 512
-TILE_ELEMENTS = 8192  # fp32 products live in registers: BLOCK_ROWS x BLOCK_COLS of them per program
+# A program reads its rows whole in one tile of ~TILE_ELEMENTS (one round trip to memory instead of a loop of
+# dependent ones: a matrix-vector product is bound by the bytes in flight), columns beyond MAX_BLOCK_COLS in a
+# loop; rows a program are halved until the grid has at least MIN_PROGRAMS programs (132 multiprocessors on an
+# H100/H200). deep_narrow_40's projections: 192 to 1,024 programs, one tile each; its LM head 2,048.
+TILE_ELEMENTS = 4096
+MAX_BLOCK_COLS = 4096
+MIN_PROGRAMS = 128
 NUM_WARPS = 4
 
 
@@ -40,9 +43,10 @@ def matvec_kernel(X, W, Y, n_rows, n_cols, stride_w, BLOCK_ROWS: tl.constexpr, B
 
 
 def _launch(n_rows: int, n_cols: int) -> tuple[tuple[int], dict]:
-    # The largest power of two <= n_rows / TARGET_PROGRAMS rows a program (at least 1), capped.
-    block_rows = min(MAX_BLOCK_ROWS, 1 << max(0, (n_rows // TARGET_PROGRAMS).bit_length() - 1))
-    block_cols = min(MAX_BLOCK_COLS, triton.next_power_of_2(n_cols), max(16, TILE_ELEMENTS // block_rows))
+    block_cols = min(MAX_BLOCK_COLS, triton.next_power_of_2(n_cols))
+    block_rows = max(1, TILE_ELEMENTS // block_cols)
+    while block_rows > 1 and triton.cdiv(n_rows, block_rows) < MIN_PROGRAMS:
+        block_rows //= 2
     return (triton.cdiv(n_rows, block_rows),), dict(BLOCK_ROWS=block_rows, BLOCK_COLS=block_cols,
                                                     num_warps=NUM_WARPS)
 
