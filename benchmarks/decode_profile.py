@@ -43,6 +43,7 @@ from genesis_kernels.kernels.decode_attention import decode_attention_triton
 from genesis_kernels.kernels.matvec import matvec_triton
 from genesis_model import GenesisLM, KVCache, generate
 from genesis_model import model as model_module
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -55,15 +56,20 @@ product_linear = model_module.linear
 
 
 def attend_sdpa_efficient(self, layer, q, k, v):
-    from torch.nn.attention import SDPBackend, sdpa_kernel
     with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
         return product_attend(self, layer, q, k, v)
 
 
+def store(cache, layer, k, v):
+    """Write this step's keys/values into the cache as KVCache.attend does; the layer's whole cache tensors."""
+    keys, values = cache.keys[layer], cache.values[layer]
+    keys.index_copy_(2, cache._write_slots, k.to(keys.dtype))
+    values.index_copy_(2, cache._write_slots, v.to(values.dtype))
+    return keys, values
+
+
 def attend_with_reductions(self, layer, q, k, v):
-    keys, values = self.keys[layer], self.values[layer]
-    keys.index_copy_(2, self._write_slots, k.to(keys.dtype))
-    values.index_copy_(2, self._write_slots, v.to(values.dtype))
+    keys, values = store(self, layer, k, v)
     if self.groups > 1:
         keys, values = keys.repeat_interleave(self.groups, 1), values.repeat_interleave(self.groups, 1)
     scores = (q.float().unsqueeze(3) * keys.float().unsqueeze(2)).sum(-1) * q.shape[-1] ** -0.5  # (B, H, T, S)
@@ -74,9 +80,7 @@ def attend_with_reductions(self, layer, q, k, v):
 def attend_with_triton_kernel(self, layer, q, k, v):
     if q.shape[2] != 1:  # the prompt: several queries a row
         return product_attend(self, layer, q, k, v)
-    keys, values = self.keys[layer], self.values[layer]
-    keys.index_copy_(2, self._write_slots, k.to(keys.dtype))
-    values.index_copy_(2, self._write_slots, v.to(values.dtype))
+    keys, values = store(self, layer, k, v)
     mask = self._mask.reshape(q.shape[0], keys.shape[2])  # (B, 1, 1, S) -> (B, S)
     return decode_attention_triton(q.contiguous(), keys, values, mask, self.length + 1)
 
