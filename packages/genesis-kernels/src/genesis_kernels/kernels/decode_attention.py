@@ -43,15 +43,16 @@ def decode_attention_kernel(Q, K, V, MASK, FILLED, OUT, stride_qb, stride_qh, st
         in_cache = slots < filled
         visible = tl.load(MASK + row * stride_mb + slots, mask=in_cache, other=0) != 0
         tile_mask = in_cache[:, None] & dim_mask[None, :]
-        k = tl.load(k_base + slots[:, None] * stride_ks + dims[None, :], mask=tile_mask, other=0.0).to(tl.float32)
-        scores = tl.where(visible, tl.sum(k * q[None, :], axis=1), float("-inf"))
+        # Keys and values issued together: both loads in flight before the first use.
+        k = tl.load(k_base + slots[:, None] * stride_ks + dims[None, :], mask=tile_mask, other=0.0)
+        v = tl.load(v_base + slots[:, None] * stride_vs + dims[None, :], mask=tile_mask, other=0.0)
+        scores = tl.where(visible, tl.sum(k.to(tl.float32) * q[None, :], axis=1), float("-inf"))
         m_new = tl.maximum(m, tl.max(scores, axis=0))
         # While every slot so far is masked m_new is -inf: shift by 0 instead, so exp gives 0, not NaN.
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)
         p = tl.exp(scores - shift)
         rescale = tl.exp(m - shift)
-        v = tl.load(v_base + slots[:, None] * stride_vs + dims[None, :], mask=tile_mask, other=0.0).to(tl.float32)
-        acc = acc * rescale + tl.sum(p[:, None] * v, axis=0)
+        acc = acc * rescale + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
         total = total * rescale + tl.sum(p, axis=0)
         m = m_new
     out = acc / total
