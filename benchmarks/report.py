@@ -245,9 +245,11 @@ def model_targets() -> list[Target]:
     for target in cpu_targets:
         target.device = "cpu"
     return cpu_targets + [
-        Target("decode bf16, deep_narrow_40 (genesis-compiled)", ">= 3x HF static cache compiled",
-               lambda r: r.ratio("decode_bf16_deep_narrow_40", "genesis-compiled", "decode_bf16_deep_narrow_40",
-                                 "hf-static-compiled"), 3.0, device="cuda"),
+        # genesis-compiled-kernels: a candidate (the Triton decoding kernels patched in), not yet the product.
+        *[Target(f"decode bf16, deep_narrow_40 ({impl})", ">= 3x HF static cache compiled",
+                 lambda r, i=impl: r.ratio("decode_bf16_deep_narrow_40", i, "decode_bf16_deep_narrow_40",
+                                           "hf-static-compiled"), 3.0, device="cuda")
+          for impl in ("genesis-compiled", "genesis-compiled-kernels")],
     ]
 
 

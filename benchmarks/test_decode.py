@@ -3,13 +3,17 @@ transformers' `generate` on a LlamaForCausalLM of the same shape, in the same ru
 
 Implementations, one group per (preset, dtype): `decode_<preset>` (fp32 weights), `decode_bf16_<preset>`:
 - "genesis": `generate(...)`, eager; "genesis-compiled": `generate(..., compile=True)`, the decode step compiled
-  once (on a GPU one CUDA graph); the warmup round pays for compiling;
+  once (on a GPU one CUDA graph); the warmup round pays for compiling; "genesis-compiled-kernels" (GPU only): the
+  same with genesis_kernels' Triton decoding kernels patched in (decode_variants.py), a candidate not yet in
+  the model;
 - "hf": HF `generate` with its default dynamic cache; "hf-static-compiled" (GPU only): HF `generate` with its
   static cache, which HF compiles itself on a GPU (issue 5's GPU target: genesis-compiled >= 3x this);
 - "floor" (CPU): the same tokens' matrix-vector products alone (test_decode_floor).
 Batch-1 decoding streams every weight once per token, so report.py sets tokens/s against the limit the in-run
 matrix-vector bandwidth implies. gpu.sh runs the compiled implementations as a step of their own (`-k compiled`):
 compiling deep_narrow_40's 40 layers takes minutes per side."""
+
+import contextlib
 
 import pytest
 import torch
@@ -40,6 +44,7 @@ CASES = [
 IMPLS = [
     "genesis",
     "genesis-compiled",
+    on_device("cuda", "genesis-compiled-kernels", reason="the Triton decoding kernels run compiled on CUDA only"),
     "hf",
     on_device("cuda", "hf-static-compiled", reason="HF compiles its static cache on CUDA only"),
 ]
@@ -55,7 +60,7 @@ def decoder(impl: str, model, prompt: torch.Tensor):
     """A callable that generates DECODE_NEW_TOKENS tokens after `prompt` (1, P) and checks it got all of them."""
     if impl.startswith("genesis"):
         prompts = prompt.tolist()
-        compile = impl == "genesis-compiled"
+        compile = impl.startswith("genesis-compiled")
 
         def decode():
             (new_tokens,) = generate(model, prompts, max_new_tokens=DECODE_NEW_TOKENS, compile=compile)
@@ -91,7 +96,14 @@ def test_decode(benchmark, preset, dtype, impl):
         impl=impl, preset=preset, dtype=dtype, prompt_tokens=DECODE_PROMPT_TOKENS, tokens=DECODE_NEW_TOKENS,
         bytes_per_token=bytes_per_token, bytes=bytes_per_token * DECODE_NEW_TOKENS,
     )
-    benchmark.pedantic(synchronized(decoder(impl, model, prompt)), rounds=ROUNDS, warmup_rounds=1)
+    # genesis-compiled-kernels: the compiled step with genesis_kernels' decoding kernels patched in for its
+    # projections and attention (decode_variants.py), a candidate for the product measured on the whole model.
+    candidate = contextlib.nullcontext()
+    if impl == "genesis-compiled-kernels":
+        from benchmarks.decode_variants import VARIANTS, patched
+        candidate = patched(**VARIANTS["both: triton kernels"])
+    with candidate:
+        benchmark.pedantic(synchronized(decoder(impl, model, prompt)), rounds=ROUNDS, warmup_rounds=1)
 
 
 @pytest.mark.parametrize(("preset", "dtype"), [
