@@ -3,9 +3,9 @@ transformers' `generate` on a LlamaForCausalLM of the same shape, in the same ru
 
 Implementations, one group per (preset, dtype): `decode_<preset>` (fp32 weights), `decode_bf16_<preset>`:
 - "genesis": `generate(...)`, eager; "genesis-compiled": `generate(..., compile=True)`, the decode step compiled
-  once (on a GPU one CUDA graph); the warmup round pays for compiling; "genesis-compiled-kernels" (GPU only): the
-  same with genesis_kernels' Triton decoding kernels patched in (decode_variants.py), a candidate not yet in
-  the model;
+  once (on a GPU one CUDA graph, with genesis_kernels' Triton decoding kernels unless the GPU family prefers the
+  torch path); the warmup round pays for compiling; "genesis-compiled-torch" (GPU only): the same with auto's
+  preference for the decoding ops set to the torch path (decode_variants.py: cuBLAS and SDPA), its peer;
 - "hf": HF `generate` with its default dynamic cache; "hf-static-compiled" (GPU only): HF `generate` with its
   static cache, which HF compiles itself on a GPU (issue 5's GPU target: genesis-compiled >= 3x this);
 - "floor" (CPU): the same tokens' matrix-vector products alone (test_decode_floor).
@@ -44,7 +44,7 @@ CASES = [
 IMPLS = [
     "genesis",
     "genesis-compiled",
-    on_device("cuda", "genesis-compiled-kernels", reason="the Triton decoding kernels run compiled on CUDA only"),
+    on_device("cuda", "genesis-compiled-torch", reason="the Triton decoding kernels run compiled on CUDA only"),
     "hf",
     on_device("cuda", "hf-static-compiled", reason="HF compiles its static cache on CUDA only"),
 ]
@@ -96,13 +96,13 @@ def test_decode(benchmark, preset, dtype, impl):
         impl=impl, preset=preset, dtype=dtype, prompt_tokens=DECODE_PROMPT_TOKENS, tokens=DECODE_NEW_TOKENS,
         bytes_per_token=bytes_per_token, bytes=bytes_per_token * DECODE_NEW_TOKENS,
     )
-    # genesis-compiled-kernels: the compiled step with genesis_kernels' decoding kernels patched in for its
-    # projections and attention (decode_variants.py), a candidate for the product measured on the whole model.
-    candidate = contextlib.nullcontext()
-    if impl == "genesis-compiled-kernels":
+    # genesis-compiled-torch: the compiled step with the torch path for the decoding ops (decode_variants.py), the
+    # product's peer measured on the whole model.
+    variant = contextlib.nullcontext()
+    if impl == "genesis-compiled-torch":
         from benchmarks.decode_variants import VARIANTS, patched
-        candidate = patched(**VARIANTS["both: triton kernels"])
-    with candidate:
+        variant = patched(**VARIANTS["both: torch"])
+    with variant:
         benchmark.pedantic(synchronized(decoder(impl, model, prompt)), rounds=ROUNDS, warmup_rounds=1)
 
 

@@ -10,8 +10,9 @@ def test_verify_runs_every_backend_and_passes(capsys):
     assert cli.main(["verify", "--device", "cpu", "--dtypes", "fp32"]) == 0
     out = capsys.readouterr().out
     assert "backends: triton, torch" in out
-    table = [line.split() for line in out.splitlines() if line.startswith(("flash_attention", "swiglu", "residual"))]
-    assert {row[0] for row in table} == {"flash_attention", "swiglu", "residual_norm"}
+    ops = ("flash_attention", "swiglu", "residual_norm", "matvec", "decode_attention")
+    table = [line.split() for line in out.splitlines() if line.startswith(ops)]
+    assert {row[0] for row in table} == set(ops)
     assert {"triton", "torch"} <= {word for row in table for word in row}
     assert all(row[-1] == "pass" for row in table)
     assert f"{len(table)} passed, 0 failed, 0 skipped" in out

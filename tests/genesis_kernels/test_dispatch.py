@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import torch
 
-from genesis_kernels import BackendError, available_backends, residual_norm, swiglu
+from genesis_kernels import BackendError, available_backends, decode_attention, matvec, residual_norm, swiglu
 from genesis_kernels import dispatch
 
 
@@ -99,3 +99,46 @@ def test_torch_compile_traces_auto_as_torch(monkeypatch):
     x = torch.randn(2, 3, 8)
     torch.testing.assert_close(block(x, torch.ones(8)), residual_norm(x, swiglu(x, x), torch.ones(8),
                                                                       backend="torch"))
+
+
+def test_decoding_ops_route_to_triton_only_where_it_serves():
+    """matvec and decode_attention: Triton for one inference row / one query a row, the fallback otherwise
+    (gradients needed, or a prompt of several queries, whatever the backend asked for)."""
+    cpu = torch.device("cpu")
+    x, weight = torch.randn(1, 1, 8), torch.randn(5, 8, requires_grad=True)
+    assert dispatch.select_backend("matvec", "auto", cpu, lambda: None) == "triton"
+    with pytest.raises(BackendError, match="matvec: .* no backward"):
+        matvec(x, weight, backend="triton")
+    with torch.no_grad():
+        torch.testing.assert_close(matvec(x, weight, backend="triton"), x @ weight.T)
+    q, cache = torch.randn(1, 2, 3, 4), torch.randn(1, 1, 6, 4)
+    mask = torch.ones(1, 3, 6, dtype=torch.bool).tril(diagonal=3)
+    prompt = decode_attention(q, cache, cache, mask, torch.tensor(6), backend="triton")  # SDPA: 3 queries
+    torch.testing.assert_close(prompt, torch.nn.functional.scaled_dot_product_attention(
+        q, cache.expand(1, 2, 6, 4), cache.expand(1, 2, 6, 4), attn_mask=mask[:, None]))
+
+
+def test_compiling_keeps_auto_on_the_decoding_kernels_on_cuda_only(monkeypatch):
+    """While torch.compile traces, auto still picks Triton for the decoding ops (triton_op: kept in the graph),
+    on CUDA; the training ops and the interpreter's CPU tensors take the torch path."""
+    picked = {}
+
+    def pick(x):
+        for op in ("matvec", "decode_attention", "swiglu"):
+            for device in (torch.device("cpu"), torch.device("cuda", 0)):
+                picked[op, device.type] = dispatch.select_backend(op, "auto", device, lambda: None)
+        return x + 1
+
+    real_device_reason = dispatch._device_reason
+    monkeypatch.setattr(dispatch, "_device_reason", lambda device: None)
+    monkeypatch.setattr(dispatch, "_capability", lambda device: (9, 0))
+    torch.compile(pick, fullgraph=True, backend="eager")(torch.zeros(1))
+    assert picked == {("matvec", "cpu"): "torch", ("matvec", "cuda"): "triton",
+                      ("decode_attention", "cpu"): "torch", ("decode_attention", "cuda"): "triton",
+                      ("swiglu", "cpu"): "torch", ("swiglu", "cuda"): "torch"}
+    # The real device check, answered at trace time: the interpreter serves CPU tensors here.
+    monkeypatch.setattr(dispatch, "_device_reason", real_device_reason)
+    monkeypatch.setattr(dispatch, "COMPILABLE_DEVICE_TYPES", ("cuda", "cpu"))
+    torch._dynamo.reset()
+    torch.compile(pick, fullgraph=True, backend="eager")(torch.zeros(1))
+    assert picked["matvec", "cpu"] == picked["decode_attention", "cpu"] == "triton"

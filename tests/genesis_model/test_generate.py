@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -187,3 +192,69 @@ def test_compiled_decoding_checks_every_guard_at_the_first_step_of_a_call(make_c
     prenorm_output = generate(model, prompt, 10)
     assert prenorm_output != deepnorm_output
     assert generate(model, prompt, 10, compile=True) == prenorm_output
+
+
+def test_decoding_through_the_triton_decoding_kernels_equals_recomputing(make_config, monkeypatch):
+    """One-row projections through genesis_kernels.matvec and one-query attention through decode_attention, as
+    Triton kernels (here under the interpreter): a padded batch with grouped-query attention decodes as the torch
+    path does and as recomputing the sequence does."""
+    from genesis_kernels.kernels import decode_attention, matvec
+
+    calls = {"matvec": 0, "decode_attention": 0}
+    for module, name in ((matvec, "matvec_triton"), (decode_attention, "decode_attention_triton")):
+        kernel = getattr(module, name)
+
+        def counted(*args, kernel=kernel, op=module.__name__.rsplit(".", 1)[1]):
+            calls[op] += 1
+            return kernel(*args)
+
+        monkeypatch.setattr(module, name, counted)
+    model = GenesisLM(make_config(n_heads=4, n_kv_heads=2)).eval()
+    prompts = [[5, 17, 3, 42, 8], [7, 1]]
+    with_torch = generate(model, prompts, 8)
+    monkeypatch.setenv("GENESIS_KERNELS_BACKEND", "auto")
+    with_triton = generate(model, prompts, 8)
+    assert with_triton == with_torch == [greedy_by_recomputing(model, p, 8) for p in prompts]
+    # 7 one-token steps after the prompt, each 2 layers x (4 projections + 1 attention); the batch of 2 rows takes
+    # the fallback for its projections (matvec serves one row): only the attention counts.
+    assert calls == {"matvec": 0, "decode_attention": 7 * 2}
+    (alone,) = generate(model, [prompts[0]], 8)
+    assert alone == with_torch[0]
+    # One row: each step's 8 projections and LM head, and the prompt's LM head (its last position only).
+    assert calls == {"matvec": 7 * (2 * 4 + 1) + 1, "decode_attention": 7 * 2 * 2}
+
+
+def test_compiled_decode_step_keeps_the_decoding_kernels_in_one_graph():
+    """What a GPU's generate(compile=True) traces: with the decoding kernels picked (as auto does on CUDA), the
+    whole step is one graph holding every layer's matvec and decode_attention ops. Traced only, in a process
+    without the interpreter (torch.compile cannot trace it): the recording backend never runs the graph."""
+    script = textwrap.dedent("""
+        import torch
+        from genesis_kernels import dispatch
+        from genesis_model import GenesisLM, ModelConfig
+        from genesis_model.generate import _decode_step
+        from genesis_model.model import KVCache
+
+        dispatch._device_reason = lambda device: None
+        dispatch.COMPILABLE_DEVICE_TYPES = ("cuda", "cpu")
+        graphs = []
+
+        def record(graph_module, example_inputs):
+            graphs.append(graph_module)
+            outputs = next(node for node in graph_module.graph.nodes if node.op == "output").args[0]
+            return lambda *args: (None,) * len(outputs)
+
+        model = GenesisLM(ModelConfig(d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, vocab_size=97,
+                                      max_seq_len=48)).eval()
+        cache = KVCache(model.config, 1, 16)
+        with torch.inference_mode():
+            torch.compile(_decode_step, fullgraph=True, dynamic=False, backend=record)(
+                model, torch.tensor([[3]]), cache)
+        ops = [str(node.target) for node in graphs[0].graph.nodes if node.op == "call_function"]
+        print(len(graphs), ops.count("genesis_kernels.matvec.default"),
+              ops.count("genesis_kernels.decode_attention.default"))
+    """)
+    env = {key: value for key, value in os.environ.items() if key not in ("TRITON_INTERPRET", "GENESIS_KERNELS_BACKEND")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["1", str(3 * 4 + 1), "3"]

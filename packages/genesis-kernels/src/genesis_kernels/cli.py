@@ -12,7 +12,8 @@ from typing import Callable, Iterator
 import torch
 
 from . import fallback
-from .dispatch import BackendError, available_backends, flash_attention, gpu_family, residual_norm, swiglu
+from .dispatch import (BackendError, available_backends, decode_attention, flash_attention, gpu_family, matvec,
+                       residual_norm, swiglu)
 from .memory import peak_memory
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -42,6 +43,12 @@ SWIGLU_SHAPES = [(7,), (2, 7, 48), (3, 1500)]
 GPU_SWIGLU_SHAPES = [(16384, 2048)]
 NORM_SHAPES = [(7, 48), (2, 7, 77), (3, 768)]
 GPU_NORM_SHAPES = [(16384, 768)]
+# The decoding ops (forward only: inference kernels). matvec: (x's shape, weight rows); K above one tile loops.
+MATVEC_CASES = [((1, 48), 77), ((1, 1, 5000), 7)]
+GPU_MATVEC_CASES = [((1, 1, 768), 2304), ((1, 1, 2048), 768)]  # deep_narrow_40's qkv and down projections
+# batch, heads, kv_heads, cache slots, filled slots, head_dim, left padding of the last row
+DECODE_ATTENTION_CASES = [(2, 4, 2, 77, 50, 48, 9), (1, 2, 2, 16, 1, 16, 0)]
+GPU_DECODE_ATTENTION_CASES = [(1, 12, 12, 256, 160, 64, 0), (4, 12, 4, 1024, 700, 128, 300)]
 
 
 @dataclass
@@ -89,6 +96,22 @@ def _compare(check: Check, run: Callable[..., torch.Tensor], inputs: list[torch.
     return check
 
 
+def _compare_forward(check: Check, run: Callable[..., torch.Tensor], inputs: list[torch.Tensor],
+                     reference: Callable[..., torch.Tensor]) -> Check:
+    """``_compare`` for inference ops: the output only, the reference on float64 copies of the float inputs."""
+    atol, rtol = VERIFY_TOLERANCES[check.dtype]
+    try:
+        with torch.inference_mode():
+            out = run(*inputs)
+    except BackendError as error:
+        check.status = f"skipped: {str(error).split(': ', 2)[-1]}"
+        return check
+    expected = reference(*[t.double() if t.is_floating_point() else t for t in inputs])
+    check.forward_error, forward_ok = _max_error_and_ok(out, expected, atol, rtol)
+    check.status = "pass" if forward_ok else "FAIL"
+    return check
+
+
 def _verify_checks(device: torch.device, backends: list[str], dtypes: list[torch.dtype]) -> Iterator[Check]:
     """Each check as soon as it has run (on a GPU the first call of each case compiles its kernels)."""
     on_gpu = device.type == "cuda"
@@ -99,16 +122,6 @@ def _verify_checks(device: torch.device, backends: list[str], dtypes: list[torch
 
     for backend in backends:
         for dtype in dtypes:
-            for batch, heads, kv_heads, q_len, k_len, head_dim, causal in \
-                    ATTENTION_CASES + (GPU_ATTENTION_CASES if on_gpu else []):
-                inputs = [randn(batch, heads, q_len, head_dim, dtype=dtype),
-                          randn(batch, kv_heads, k_len, head_dim, dtype=dtype),
-                          randn(batch, kv_heads, k_len, head_dim, dtype=dtype)]
-                case = f"b{batch} h{heads}/{kv_heads} q{q_len} k{k_len} d{head_dim}{' causal' if causal else ''}"
-                yield _compare(
-                    Check("flash_attention", case, dtype, backend),
-                    lambda q, k, v: flash_attention(q, k, v, causal, backend=backend), inputs,
-                    lambda q, k, v: fallback.attention(q, k, v, causal))
             for shape in SWIGLU_SHAPES + (GPU_SWIGLU_SHAPES if on_gpu else []):
                 yield _compare(
                     Check("swiglu", "x".join(map(str, shape)), dtype, backend),
@@ -131,11 +144,42 @@ def _verify_checks(device: torch.device, backends: list[str], dtypes: list[torch
                         Check("residual_norm", f"{'x'.join(map(str, shape))} rms alpha=2 x,w:fp32", dtype, backend),
                         lambda x, fx, w: residual_norm(x, fx, w, None, 2.0, backend=backend),
                         inputs, lambda x, fx, w: fallback.residual_norm(x, fx, w, None, 2.0))
+            for x_shape, rows in MATVEC_CASES + (GPU_MATVEC_CASES if on_gpu else []):
+                yield _compare_forward(
+                    Check("matvec", f"{'x'.join(map(str, x_shape))} @ {rows}x{x_shape[-1]}", dtype, backend),
+                    lambda x, weight: matvec(x, weight, backend=backend),
+                    [randn(*x_shape, dtype=dtype), randn(rows, x_shape[-1], dtype=dtype)], fallback.matvec)
+            for batch, heads, kv_heads, slots, filled, head_dim, padding in \
+                    DECODE_ATTENTION_CASES + (GPU_DECODE_ATTENTION_CASES if on_gpu else []):
+                # One query a row at slot filled - 1, seeing the filled slots past its row's left padding.
+                seen = torch.arange(slots, device=device) < filled
+                mask = seen.expand(batch, 1, slots).clone()
+                mask[-1, :, :padding] = False
+                inputs = [randn(batch, heads, 1, head_dim, dtype=dtype),
+                          randn(batch, kv_heads, slots, head_dim, dtype=dtype),
+                          randn(batch, kv_heads, slots, head_dim, dtype=dtype),
+                          mask, torch.tensor(filled, device=device)]
+                case = f"b{batch} h{heads}/{kv_heads} slots {filled}/{slots} d{head_dim} pad {padding}"
+                yield _compare_forward(
+                    Check("decode_attention", case, dtype, backend),
+                    lambda q, k, v, m, n: decode_attention(q, k, v, m, n, backend=backend), inputs,
+                    lambda q, k, v, m, n: fallback.decode_attention(q, k, v, m))
+            # Last: on a GPU, compiling the flash attention kernels for every case takes the longest.
+            for batch, heads, kv_heads, q_len, k_len, head_dim, causal in \
+                    ATTENTION_CASES + (GPU_ATTENTION_CASES if on_gpu else []):
+                inputs = [randn(batch, heads, q_len, head_dim, dtype=dtype),
+                          randn(batch, kv_heads, k_len, head_dim, dtype=dtype),
+                          randn(batch, kv_heads, k_len, head_dim, dtype=dtype)]
+                case = f"b{batch} h{heads}/{kv_heads} q{q_len} k{k_len} d{head_dim}{' causal' if causal else ''}"
+                yield _compare(
+                    Check("flash_attention", case, dtype, backend),
+                    lambda q, k, v: flash_attention(q, k, v, causal, backend=backend), inputs,
+                    lambda q, k, v: fallback.attention(q, k, v, causal))
 
 
 # verify prints each check's row as soon as it has run: on a GPU compiling every case's kernels takes minutes, and a
 # run cut short still shows what it checked.
-_VERIFY_COLUMNS = [("op", 15), ("case", 30), ("dtype", 9), ("backend", 8), ("max err fwd", 12), ("max err grad", 12),
+_VERIFY_COLUMNS = [("op", 16), ("case", 30), ("dtype", 9), ("backend", 8), ("max err fwd", 12), ("max err grad", 12),
                    ("seconds", 8), ("result", 0)]
 
 

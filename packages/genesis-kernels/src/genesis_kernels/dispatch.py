@@ -7,8 +7,11 @@ Backends:
 
 ``backend=None`` reads ``GENESIS_KERNELS_BACKEND`` (auto | triton | torch, default auto). ``auto`` takes the
 Triton path when it can serve the call and is the faster one on that GPU family (:data:`AUTO_PREFERENCE`),
-and the torch path otherwise, including while ``torch.compile`` traces (Inductor fuses the eager ops itself
-and keeps the graph whole). Forcing ``triton`` where it cannot serve the call raises :class:`BackendError`.
+and the torch path otherwise. While ``torch.compile`` traces, ``auto`` takes the torch path for the training ops
+(Inductor fuses the eager ops itself and keeps the graph whole, which their autograd Functions would break), but
+not for the decoding ops on CUDA (:data:`COMPILABLE_OPS`): those kernels are ``torch.library.triton_op``s, which
+Inductor keeps in its graph and a CUDA graph replays. Forcing ``triton`` where it cannot serve the call raises
+:class:`BackendError`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ AUTO_PREFERENCE = {
 }
 
 
+# Ops whose Triton kernels torch.compile keeps in its graph (torch.library.triton_op): auto may pick them while
+# compiling, on these device types (the interpreter's CPU path is not one: Inductor's CPU code cannot call it).
+COMPILABLE_OPS = ("matvec", "decode_attention")
+COMPILABLE_DEVICE_TYPES = ("cuda",)
+
+
 class BackendError(RuntimeError):
     """A backend was forced that cannot serve the call."""
 
@@ -58,6 +67,10 @@ def gpu_family(device: torch.device) -> str:
     return "sm_8x" if major == 8 else "sm_75"
 
 
+# The device checks below are also asked while torch.compile traces (the decoding ops dispatch inside a compiled
+# step): assume_constant_result has them run once at trace time, their answer a constant of the graph, rather than
+# traced through their caches and imports.
+@torch.compiler.assume_constant_result
 def _capability(device: torch.device) -> tuple[int, int]:
     return _capability_of_index(device.index if device.index is not None else torch.cuda.current_device())
 
@@ -80,6 +93,7 @@ def _triton_state() -> tuple[str | None, bool]:
     return None, isinstance(swiglu_forward_kernel, InterpretedFunction)
 
 
+@torch.compiler.assume_constant_result
 def _device_reason(device: torch.device) -> str | None:
     """Why the Triton backend cannot run on ``device``, or None."""
     missing, interpreted = _triton_state()
@@ -140,7 +154,8 @@ def select_backend(op: str, backend: str | None, device: torch.device,
     requested = _requested_backend(backend)
     if requested == "torch":
         return "torch"
-    if requested == "auto" and torch.compiler.is_compiling():
+    if requested == "auto" and torch.compiler.is_compiling() and not (
+            op in COMPILABLE_OPS and device.type in COMPILABLE_DEVICE_TYPES):
         return "torch"
     reason = _device_reason(device) or case_reason()
     if requested == "triton":
@@ -213,3 +228,49 @@ def residual_norm(x: torch.Tensor, fx: torch.Tensor, weight: torch.Tensor, bias:
         return fallback.residual_norm(x, fx, weight, bias, alpha, eps, norm)
     from .kernels.residual_norm import residual_norm_triton
     return residual_norm_triton(x, fx, weight, bias, alpha, eps, norm)
+
+
+def matvec(x: torch.Tensor, weight: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+    """x @ weight.T for x of shape (..., K) holding one row and weight (N, K): the projections of batch-1 decoding.
+    Inference only: the Triton kernel has no backward, so a call that needs gradients takes the torch path."""
+    def case_reason():
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            return "the kernel has no backward (inference only)"
+        if weight.dim() != 2 or x.shape[-1] != weight.shape[-1] or x.numel() != x.shape[-1]:
+            return f"x {tuple(x.shape)} is not one row of weight {tuple(weight.shape)}'s width"
+        if x.dtype != weight.dtype:
+            return f"x {x.dtype} and weight {weight.dtype} differ"
+        return _dtype_reason(x.dtype, x.device, arithmetic_in_dtype=False)
+
+    if select_backend("matvec", backend, x.device, case_reason) == "torch":
+        return fallback.matvec(x, weight)
+    from .kernels.matvec import matvec_triton
+    return matvec_triton(x, weight)
+
+
+def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                     filled: torch.Tensor, softmax_scale: float | None = None, *,
+                     backend: str | None = None) -> torch.Tensor:
+    """Attention of (B, H, T, D) new queries over a static (B, K, S, D) key/value cache (H a multiple of K).
+
+    mask: (B, T, S) bool, True where a query may see a slot; filled: 0-d integer tensor on the device, the slots
+    in use (every slot the mask shows lies below it; the Triton kernel scans only those, so one compiled step
+    serves every position). The backend choice applies to steps of one query a row (T == 1, inference), which
+    the Triton kernel serves; prompts (T > 1) always take SDPA.
+    """
+    def case_reason():
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (q, keys, values)):
+            return "the kernel has no backward (inference only)"
+        if q.dtype != keys.dtype or keys.dtype != values.dtype:
+            return f"q {q.dtype}, keys {keys.dtype} and values {values.dtype} differ"
+        if keys.stride(-1) != 1 or values.stride(-1) != 1 or mask.stride(-1) != 1:
+            return "keys, values and mask need a unit stride in their last dim"
+        if q.shape[-1] > MAX_ATTENTION_HEAD_DIM:
+            return f"head_dim {q.shape[-1]} is above {MAX_ATTENTION_HEAD_DIM}"
+        # The kernel computes in fp32 after its loads (no tensor-core dots): bf16 runs everywhere.
+        return _dtype_reason(q.dtype, q.device, arithmetic_in_dtype=False)
+
+    if q.shape[2] != 1 or select_backend("decode_attention", backend, q.device, case_reason) == "torch":
+        return fallback.decode_attention(q, keys, values, mask, softmax_scale)
+    from .kernels.decode_attention import decode_attention_triton
+    return decode_attention_triton(q.contiguous(), keys, values, mask[:, 0], filled, softmax_scale)

@@ -1,4 +1,4 @@
-"""Eager PyTorch versions of the three ops: what runs on CPUs, under ``GENESIS_KERNELS_BACKEND=torch``, and
+"""Eager PyTorch versions of the ops: what runs on CPUs, under ``GENESIS_KERNELS_BACKEND=torch``, and
 wherever the Triton kernels cannot serve a call.
 
 Each function is the plain PyTorch call and nothing more, so that it costs exactly what calling SDPA or the
@@ -43,6 +43,25 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
     # One query against a prefix sees every key: bottom-right causal is then no mask at all.
     is_causal = causal and q_len == k_len
     return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=softmax_scale, **extra)
+
+
+def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                     softmax_scale: float | None = None) -> torch.Tensor:
+    """SDPA of (B, H, T, D) queries over a (B, K, S, D) key/value cache under a (B, T, S) boolean mask; GQA."""
+    group = q.shape[1] // keys.shape[1]
+    if group > 1:
+        # Repeated heads rather than enable_gqa: SDPA's CUDA kernels do not all take enable_gqa with a mask.
+        keys, values = keys.repeat_interleave(group, 1), values.repeat_interleave(group, 1)
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask[:, None], scale=softmax_scale)
+
+
+def matvec(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x @ weight.T for x holding one row. A bf16 row on a CPU goes through torch.mv: for the one-row products of
+    batch-1 decoding, the bf16 matmul kernel reads weights at 4-10 GB/s here and the matrix-vector kernel at
+    12-15 GB/s."""
+    if x.dtype == torch.bfloat16 and x.device.type == "cpu":
+        return torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])
+    return F.linear(x, weight)
 
 
 def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,

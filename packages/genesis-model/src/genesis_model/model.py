@@ -3,7 +3,7 @@
 Shapes: B batch, T tokens, H query heads, K key/value heads, D head size, d width, V vocabulary.
 Training runs attention through `genesis_kernels.flash_attention` (causal, no mask: batches are right-padded, so
 real tokens never see padding). Incremental decoding writes into a pre-allocated, static-shape `KVCache` and
-calls SDPA with the cache's mask.
+attends over it through `genesis_kernels.decode_attention` with the cache's mask.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from genesis_kernels import flash_attention, residual_norm, swiglu
+from genesis_kernels import decode_attention, flash_attention, matvec, residual_norm, swiglu
 
 from .config import ModelConfig
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x @ weight.T. A single bf16 row on a CPU goes through torch.mv: for the one-row products of batch-1
-    decoding, the bf16 matmul kernel reads weights at 4-10 GB/s here and the matrix-vector kernel at 12-15 GB/s."""
-    if x.dtype == torch.bfloat16 and x.device.type == "cpu" and x.numel() == x.shape[-1]:
-        return torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])
+    """x @ weight.T. A single row (batch-1 decoding) goes through `genesis_kernels.matvec`, the projection kernel
+    made for one row: general matmul kernels read the weights of such a product well below the memory bandwidth."""
+    if x.numel() == x.shape[-1]:
+        return matvec(x, weight)
     return F.linear(x, weight)
 
 
@@ -87,7 +87,6 @@ class KVCache:
         shape = (batch_size, config.n_kv_heads, max_len, config.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
-        self.groups = config.n_heads // config.n_kv_heads
         self.slots = torch.arange(max_len, device=device)
         self.visible = torch.empty(batch_size, max_len, max_len, dtype=torch.bool, device=device)
         self.positions = torch.empty(batch_size, max_len, dtype=torch.long, device=device)
@@ -110,6 +109,7 @@ class KVCache:
         self.length.zero_()
         self._mask: torch.Tensor | None = None
         self._write_slots: torch.Tensor | None = None
+        self._filled: torch.Tensor | None = None
 
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor the cache owns (their addresses must stay fixed for CUDA graph replay)."""
@@ -118,8 +118,9 @@ class KVCache:
     def rotary_tables(self, rope: RotaryEmbedding, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin (B, T, 1, D) for the next T tokens; also selects the mask rows every layer will use."""
         queries = self.length + self.slots[:T]  # (T,) the slots being written
-        self._mask = self.visible[:, queries][:, None]  # (B, 1, T, max_len)
+        self._mask = self.visible[:, queries]  # (B, T, max_len)
         self._write_slots = queries
+        self._filled = self.length + T  # slots in use once this step's keys are written
         positions = self.positions[:, queries]  # (B, T)
         return rope.cos[positions][:, :, None], rope.sin[positions][:, :, None]
 
@@ -128,9 +129,7 @@ class KVCache:
         keys, values = self.keys[layer], self.values[layer]
         keys.index_copy_(2, self._write_slots, k.to(keys.dtype))
         values.index_copy_(2, self._write_slots, v.to(values.dtype))
-        if self.groups > 1:
-            keys, values = keys.repeat_interleave(self.groups, 1), values.repeat_interleave(self.groups, 1)
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self._mask)
+        return decode_attention(q, keys, values, self._mask, self._filled)
 
     def advance(self, T: int) -> None:
         self.length += T

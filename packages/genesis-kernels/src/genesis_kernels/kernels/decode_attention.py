@@ -7,8 +7,8 @@ step or CUDA graph serves every position), skips masked slots (left padding), an
 fp32, FlashAttention style. Grouped-query attention reads each key/value head once per query head of its group.
 
 Inference only (no backward). Registered as the op ``genesis_kernels::decode_attention`` through
-``torch.library.triton_op`` so that ``torch.compile`` keeps it in its graph. Not yet used by the model:
-``benchmarks/decode_profile.py`` measures it against SDPA inside compiled decoding.
+``torch.library.triton_op`` so that ``torch.compile`` keeps it in its graph. The model's KV cache reaches it
+through ``genesis_kernels.decode_attention`` (dispatch.py).
 """
 
 from __future__ import annotations

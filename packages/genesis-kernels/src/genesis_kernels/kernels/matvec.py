@@ -7,7 +7,7 @@ dtype, and accumulates in fp32.
 
 Inference only (no backward). Registered as the op ``genesis_kernels::matvec`` through ``torch.library.triton_op``,
 so ``torch.compile`` keeps it in its graph (and in a CUDA graph) instead of breaking the graph around it.
-Not yet used by the model: ``benchmarks/decode_profile.py`` measures it against cuBLAS inside compiled decoding.
+The model's one-row projections reach it through ``genesis_kernels.matvec`` (dispatch.py).
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ def matvec_kernel(X, W, Y, n_rows, n_cols, stride_w, BLOCK_ROWS: tl.constexpr, B
     tl.store(Y + rows, acc.to(Y.dtype.element_ty), mask=row_mask)
 
 
-def _launch(n_rows: int, n_cols: int) -> tuple[tuple[int], dict]:
+def _launch(n_rows: int, n_cols: int, min_programs: int = MIN_PROGRAMS) -> tuple[tuple[int], dict]:
     block_cols = min(MAX_BLOCK_COLS, triton.next_power_of_2(n_cols))
     block_rows = max(1, TILE_ELEMENTS // block_cols)
-    while block_rows > 1 and triton.cdiv(n_rows, block_rows) < MIN_PROGRAMS:
+    while block_rows > 1 and triton.cdiv(n_rows, block_rows) < min_programs:
         block_rows //= 2
     return (triton.cdiv(n_rows, block_rows),), dict(BLOCK_ROWS=block_rows, BLOCK_COLS=block_cols,
                                                     num_warps=NUM_WARPS)
@@ -56,7 +56,8 @@ def _matvec(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     n_rows, n_cols = weight.shape
     y = torch.empty(n_rows, dtype=x.dtype, device=x.device)
     if n_rows:
-        grid, meta = _launch(n_rows, n_cols)
+        # The interpreter runs programs one after another: there, fewer and larger ones.
+        grid, meta = _launch(n_rows, n_cols, MIN_PROGRAMS if x.device.type == "cuda" else 1)
         wrap_triton(matvec_kernel)[grid](x, weight, y, n_rows, n_cols, weight.stride(0), **meta)
     return y
 
