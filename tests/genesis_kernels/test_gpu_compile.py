@@ -29,6 +29,9 @@ SCRIPT = textwrap.dedent("""
     FP32_POINTERS = {"LSE", "DELTA", "RSTD", "MEAN", "GRAD_W_PARTIAL", "GRAD_B_PARTIAL"}
     OTHER_POINTERS = {"MASK": "*i1", "FILLED": "*i64"}
     FLOAT_SCALARS = {"alpha", "eps", "qk_scale", "softmax_scale", "scale"}
+    # The triton_op kernels are compiled by Inductor inside a compiled graph, which types Python float arguments
+    # as fp64 (Triton's own launcher types them fp32): a kernel must keep its fp32 arithmetic fp32 under both.
+    INDUCTOR_COMPILED = {"decode_attention", "matvec"}
     TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
     def compile_for(job):
@@ -42,7 +45,8 @@ SCRIPT = textwrap.dedent("""
             elif name.isupper():
                 signature[name] = OTHER_POINTERS.get(name, "*fp32" if name in FP32_POINTERS else "*" + dtype)
             else:
-                signature[name] = "fp32" if name in FLOAT_SCALARS else "i32"
+                float_type = "fp64" if module in INDUCTOR_COMPILED else "fp32"
+                signature[name] = float_type if name in FLOAT_SCALARS else "i32"
         constants = {(kernel.arg_names.index(name),): value for name, value in constexprs.items()}
         what = f"{family} {kernel_name} {dtype} {constexprs} warps={num_warps} stages={num_stages}"
         try:

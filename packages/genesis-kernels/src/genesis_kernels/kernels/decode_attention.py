@@ -31,7 +31,9 @@ def decode_attention_kernel(Q, K, V, MASK, FILLED, OUT, stride_qb, stride_qh, st
     kv_head = head // GROUPS
     dims = tl.arange(0, BLOCK_D)
     dim_mask = dims < head_dim
-    q = tl.load(Q + row * stride_qb + head * stride_qh + dims, mask=dim_mask, other=0.0).to(tl.float32) * scale
+    q = tl.load(Q + row * stride_qb + head * stride_qh + dims, mask=dim_mask, other=0.0).to(tl.float32)
+    # Cast after scaling: Inductor passes a Python float argument as fp64, which would make every score fp64.
+    q = (q * scale).to(tl.float32)
     filled = tl.minimum(tl.load(FILLED), n_slots)
     k_base = K + row * stride_kb + kv_head * stride_kh
     v_base = V + row * stride_vb + kv_head * stride_vh
