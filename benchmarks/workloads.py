@@ -206,7 +206,7 @@ def build_model(impl: str, cfg, dtype: torch.dtype = torch.float32) -> torch.nn.
 
 
 def logits_of(impl: str, model, input_ids: torch.Tensor) -> torch.Tensor:
-    if impl == "genesis":
+    if impl.startswith("genesis"):
         return model(input_ids)
     # HF's best training configuration: no KV cache built during a training forward.
     return model(input_ids=input_ids, use_cache=False).logits
