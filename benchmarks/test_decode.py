@@ -4,8 +4,9 @@ transformers' `generate` on a LlamaForCausalLM of the same shape, in the same ru
 Implementations, one group per (preset, dtype): `decode_<preset>` (fp32 weights), `decode_bf16_<preset>`:
 - "genesis": `generate(...)`, eager; "genesis-compiled": `generate(..., compile=True)`, the decode step compiled
   once (on a GPU one CUDA graph, with genesis_kernels' Triton decoding kernels unless the GPU family prefers the
-  torch path); the warmup round pays for compiling; "genesis-compiled-torch" (GPU only): the same with auto's
-  preference for the decoding ops set to the torch path (decode_variants.py: cuBLAS and SDPA), its peer;
+  torch path); the warmup round pays for compiling; "genesis-torch", "genesis-compiled-torch" (GPU only): the
+  same with auto's preference for the decoding ops set to the torch path (decode_variants.py: cuBLAS and SDPA),
+  their peers;
 - "hf": HF `generate` with its default dynamic cache; "hf-static-compiled" (GPU only): HF `generate` with its
   static cache, which HF compiles itself on a GPU (issue 5's GPU target: genesis-compiled >= 3x this);
 - "floor" (CPU): the same tokens' matrix-vector products alone (test_decode_floor).
@@ -43,6 +44,8 @@ CASES = [
 ]
 IMPLS = [
     "genesis",
+    # Eager on a GPU a Triton launch costs more host time than a cuBLAS call: the eager step's peer on the torch path.
+    on_device("cuda", "genesis-torch", reason="the Triton decoding kernels run on CUDA only"),
     "genesis-compiled",
     on_device("cuda", "genesis-compiled-torch", reason="the Triton decoding kernels run compiled on CUDA only"),
     "hf",
@@ -96,10 +99,10 @@ def test_decode(benchmark, preset, dtype, impl):
         impl=impl, preset=preset, dtype=dtype, prompt_tokens=DECODE_PROMPT_TOKENS, tokens=DECODE_NEW_TOKENS,
         bytes_per_token=bytes_per_token, bytes=bytes_per_token * DECODE_NEW_TOKENS,
     )
-    # genesis-compiled-torch: the compiled step with the torch path for the decoding ops (decode_variants.py), the
-    # product's peer measured on the whole model.
+    # genesis-torch, genesis-compiled-torch: the step with the torch path for the decoding ops (decode_variants.py),
+    # the product's peer measured on the whole model.
     variant = contextlib.nullcontext()
-    if impl == "genesis-compiled-torch":
+    if impl.endswith("-torch"):
         from benchmarks.decode_variants import VARIANTS, patched
         variant = patched(**VARIANTS["both: torch"])
     with variant:
