@@ -111,6 +111,10 @@ def test_decoding_ops_route_to_triton_only_where_it_serves():
         matvec(x, weight, backend="triton")
     with torch.no_grad():
         torch.testing.assert_close(matvec(x, weight, backend="triton"), x @ weight.T)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's dtype rules: F.linear's
+            assert matvec(x, weight).dtype == torch.bfloat16
+            with pytest.raises(BackendError, match="autocast is on"):
+                matvec(x, weight, backend="triton")
     q, cache = torch.randn(1, 2, 3, 4), torch.randn(1, 1, 6, 4)
     mask = torch.ones(1, 3, 6, dtype=torch.bool).tril(diagonal=3)
     prompt = decode_attention(q, cache, cache, mask, torch.tensor(6), backend="triton")  # SDPA: 3 queries

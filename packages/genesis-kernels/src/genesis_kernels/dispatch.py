@@ -241,6 +241,8 @@ def matvec(x: torch.Tensor, weight: torch.Tensor, *, backend: str | None = None)
             return "the kernel has no backward (inference only)"
         if weight.dim() != 2 or x.shape[-1] != weight.shape[-1] or x.numel() != x.shape[-1]:
             return f"x {tuple(x.shape)} is not one row of weight {tuple(weight.shape)}'s width"
+        if torch.is_autocast_enabled(x.device.type):
+            return "autocast is on (F.linear follows its dtype rules)"
         if x.dtype != weight.dtype:
             return f"x {x.dtype} and weight {weight.dtype} differ"
         return _dtype_reason(x.dtype, x.device, arithmetic_in_dtype=False)
@@ -266,6 +268,8 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
             return "the kernel has no backward (inference only)"
         if q.dtype != keys.dtype or keys.dtype != values.dtype:
             return f"q {q.dtype}, keys {keys.dtype} and values {values.dtype} differ"
+        if torch.is_autocast_enabled(q.device.type):
+            return "autocast is on (SDPA follows its dtype rules)"
         if keys.stride(-1) != 1 or values.stride(-1) != 1 or mask.stride(-1) != 1:
             return "keys, values and mask need a unit stride in their last dim"
         if q.shape[-1] > MAX_ATTENTION_HEAD_DIM:
