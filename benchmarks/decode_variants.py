@@ -22,7 +22,7 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from genesis_kernels import dispatch
+from genesis_kernels import dispatch, fallback
 from genesis_model import model as model_module
 
 from benchmarks.workloads import DEVICE
@@ -38,9 +38,7 @@ def linear_with_reductions(x, weight):
 
 
 def decode_attention_with_reductions(q, keys, values, mask, filled, softmax_scale=None):
-    group = q.shape[1] // keys.shape[1]
-    if group > 1:
-        keys, values = keys.repeat_interleave(group, 1), values.repeat_interleave(group, 1)
+    keys, values = fallback.repeat_kv_heads(q, keys, values)
     scores = (q.float().unsqueeze(3) * keys.float().unsqueeze(2)).sum(-1) * q.shape[-1] ** -0.5  # (B, H, T, S)
     probs = scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)
     return (probs.unsqueeze(-1) * values.float().unsqueeze(2)).sum(-2).to(q.dtype)  # (B, H, T, D)

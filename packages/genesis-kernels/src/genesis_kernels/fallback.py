@@ -14,6 +14,14 @@ import torch.nn.functional as F
 _SDPA_HAS_GQA = torch.torch_version.TorchVersion(torch.__version__) >= (2, 5)
 
 
+def repeat_kv_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """k and v with each head repeated to q's head count (grouped-query attention without enable_gqa)."""
+    group = q.shape[-3] // k.shape[-3]
+    if group == 1:
+        return k, v
+    return k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
+
+
 def bottom_right_causal_mask(q_len: int, k_len: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Boolean (q_len, k_len) mask, True where query i may see key j, i.e. j <= i + (k_len - q_len).
 
@@ -32,8 +40,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
         if _SDPA_HAS_GQA:
             extra["enable_gqa"] = True
         else:
-            group = q.shape[-3] // k.shape[-3]
-            k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
+            k, v = repeat_kv_heads(q, k, v)
     if causal and q_len != k_len and q_len > 1:
         if q_len > k_len:
             raise ValueError(f"causal attention needs q_len <= k_len (got {q_len} queries, {k_len} keys): "
@@ -48,10 +55,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
 def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
                      softmax_scale: float | None = None) -> torch.Tensor:
     """SDPA of (B, H, T, D) queries over a (B, K, S, D) key/value cache under a (B, T, S) boolean mask; GQA."""
-    group = q.shape[1] // keys.shape[1]
-    if group > 1:
-        # Repeated heads rather than enable_gqa: SDPA's CUDA kernels do not all take enable_gqa with a mask.
-        keys, values = keys.repeat_interleave(group, 1), values.repeat_interleave(group, 1)
+    # Repeated heads rather than enable_gqa: SDPA's CUDA kernels do not all take enable_gqa with a mask.
+    keys, values = repeat_kv_heads(q, keys, values)
     return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask[:, None], scale=softmax_scale)
 
 
@@ -68,9 +73,7 @@ def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
                     softmax_scale: float | None = None) -> torch.Tensor:
     """Attention that materializes the (q_len, k_len) score matrix: the quadratic-memory baseline of
     ``genesis-kernels bench`` and of the memory test."""
-    group = q.shape[-3] // k.shape[-3]
-    if group > 1:
-        k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
+    k, v = repeat_kv_heads(q, k, v)
     scale = softmax_scale if softmax_scale is not None else q.shape[-1] ** -0.5
     scores = (q @ k.transpose(-2, -1)) * scale
     if causal:
