@@ -6,7 +6,7 @@ Each variant runs `generate(..., compile=True)` (the benchmark's 32-token prompt
 the preset: its width and heads with `--layers` layers, so that every variant's compile takes seconds, not the
 minute deep_narrow_40's 40 layers take (a token's kernels repeat per layer, so per-layer costs carry over). Per
 variant: tokens/s, and from the profiler the kernels and summed kernel time per token (kernel time well under
-the wall time per token means the host or launch gaps bound it), the five costliest kernels, and for how many
+the wall time per token means the host or launch gaps bound it), every kernel's launches and time, and for how many
 tokens its greedy output agrees with the product's eager `generate` (bf16 rounding that differs between
 formulations can flip a near-tie of an untrained model's logits, so this is reported, not asserted).
 
@@ -46,15 +46,18 @@ def agreement(tokens: list[int], expected: list[int]) -> int:
 
 
 def kernel_summary(prof, tokens: int) -> dict:
-    """Kernels per token, their summed time per token (us), and the five that take the most time."""
+    """Kernels per token, their summed time per token (us), and every kernel by name: [launches per token, us per
+    token], the costliest first (which kernels a layer still launches is what the next fusion is chosen from)."""
     kernels = [event for event in prof.events() if event.device_type == torch.autograd.DeviceType.CUDA]
-    total = Counter()
+    total, launches = Counter(), Counter()
     for event in kernels:
         total[event.name[:70]] += event.device_time
+        launches[event.name[:70]] += 1
     return {
         "kernels_per_token": round(len(kernels) / tokens, 1),
         "kernel_us_per_token": round(sum(total.values()) / tokens, 1),
-        "top_kernels_us_per_token": {name: round(us / tokens, 1) for name, us in total.most_common(5)},
+        "kernels": {name: [round(launches[name] / tokens, 2), round(us / tokens, 1)]
+                    for name, us in total.most_common()},
     }
 
 

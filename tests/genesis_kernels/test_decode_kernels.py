@@ -1,4 +1,5 @@
-"""The batch-1 decoding kernels (one-row projections, one-query attention over a KV cache) against float64
+"""The batch-1 decoding kernels (one-row projections, plain and gated; one decoding step of attention: RoPE, the
+cache write and attention over the cache) against float64
 references, in the interpreter (test_gpu_compile.py compiles them for each GPU family), and traced by
 torch.compile."""
 
@@ -47,52 +48,97 @@ def test_matvec_reads_a_strided_weight_and_refuses_batches():
         matvec_triton(randn(47, dtype=torch.float32), weight)
 
 
-def reference_decode_attention(q, keys, values, mask, filled):
-    groups = q.shape[1] // keys.shape[1]
-    keys, values = keys.double().repeat_interleave(groups, 1), values.double().repeat_interleave(groups, 1)
-    scores = q.double() @ keys.transpose(-1, -2) * q.shape[-1] ** -0.5  # (B, H, 1, S)
-    seen = mask.clone()
-    seen[:, filled:] = False
-    return scores.masked_fill(~seen[:, None, None, :], float("-inf")).softmax(-1) @ values
+@pytest.mark.parametrize("dtype", list(TOLERANCES), ids=str)
+@pytest.mark.parametrize(("rows", "cols"), [(1, 1), (768, 2048), (130, 5000)], ids=str)
+def test_gated_matvec_matches_float64_reference(rows, cols, dtype):
+    gate_up, weight = randn(1, 2 * cols, dtype=dtype), randn(rows, cols, dtype=dtype, seed=1) / cols ** 0.5
+    gate, up = gate_up.double().chunk(2, dim=-1)
+    expected = (gate * torch.sigmoid(gate) * up) @ weight.double().T
+    out = matvec_triton(gate_up, weight, gated=True)
+    assert out.shape == (1, rows) and out.dtype == dtype
+    torch.testing.assert_close(out.double(), expected, atol=TOLERANCES[dtype], rtol=TOLERANCES[dtype])
+    with pytest.raises(ValueError, match=r"x \(\.\.\., 2K\)"):
+        matvec_triton(gate_up[:, :cols], weight, gated=True)
 
 
-# (batch, heads, kv heads, slots, filled, head dim, left padding of row 1)
+def rotary_reference(x, positions, theta=10000.0):
+    """RoPE in float64 from the angles themselves: pairs (x_i, x_{i + D/2}) rotated by position * theta^(-2i/D).
+    x: (B, heads, D); positions: (B,)."""
+    half = x.shape[-1] // 2
+    angles = positions.double()[:, None, None] * theta ** -(torch.arange(half, dtype=torch.float64) / half)
+    x1, x2 = x.double()[..., :half], x.double()[..., half:]
+    return torch.cat([x1 * angles.cos() - x2 * angles.sin(), x2 * angles.cos() + x1 * angles.sin()], dim=-1)
+
+
+def rotary_tables(positions, head_dim, theta=10000.0):
+    """The (B, 1, D) fp32 cos/sin the op takes: sin's first half negated (the model's RotaryEmbedding layout)."""
+    half = head_dim // 2
+    angles = positions.double()[:, None, None] * theta ** -(torch.arange(half, dtype=torch.float64) / half)
+    cos = torch.cat([angles.cos(), angles.cos()], dim=-1).float()
+    return cos, torch.cat([-angles.sin(), angles.sin()], dim=-1).float()
+
+
+# (batch, heads, kv heads, cache slots, slot written, head dim, left padding of the last row)
 ATTENTION_CASES = [
-    (1, 1, 1, 1, 1, 16, 0),  # the first token: one slot
-    (2, 4, 4, 70, 66, 48, 10),  # head dim padded to 64; slots beyond `filled` never read; a padded row
-    (2, 4, 2, 200, 200, 64, 130),  # GQA; padding longer than two slot blocks (a fully masked first block)
-    (1, 4, 1, 256, 129, 80, 0),  # multi-query; filled crosses a block by one
-    (1, 2, 2, 64, 300, 128, 0),  # a count beyond the cache is clamped to its slots
+    (1, 1, 1, 1, 0, 16, 0),  # the first token: one slot
+    (2, 4, 4, 70, 65, 48, 10),  # head halves padded to 32; slots beyond the written one never read; a padded row
+    (2, 4, 2, 200, 199, 64, 130),  # GQA; padding longer than two slot blocks (a fully masked first block)
+    (1, 4, 1, 256, 128, 80, 0),  # multi-query; the filled slots end on a block boundary
+    (2, 2, 2, 40, 5, 128, 6),  # the last row's query is itself padding: it sees only its own slot
 ]
 
 
 @pytest.mark.parametrize("dtype", list(TOLERANCES), ids=str)
-@pytest.mark.parametrize(("batch", "heads", "kv_heads", "slots", "filled", "head_dim", "padding"), ATTENTION_CASES,
+@pytest.mark.parametrize(("batch", "heads", "kv_heads", "n_slots", "slot", "head_dim", "padding"), ATTENTION_CASES,
                          ids=str)
-def test_decode_attention_matches_float64_reference(batch, heads, kv_heads, slots, filled, head_dim, padding,
+def test_decode_attention_matches_float64_reference(batch, heads, kv_heads, n_slots, slot, head_dim, padding,
                                                     dtype):
-    q = randn(batch, heads, 1, head_dim, dtype=dtype)
-    keys = randn(batch, kv_heads, slots, head_dim, dtype=dtype, seed=1)
-    values = randn(batch, kv_heads, slots, head_dim, dtype=dtype, seed=2)
-    # Unfilled slots hold garbage that must never be read: NaN would poison the output if it were.
-    keys[:, :, filled:], values[:, :, filled:] = float("nan"), float("nan")
-    mask = torch.ones(batch, slots, dtype=torch.bool)
-    mask[batch - 1, :padding] = False
-    out = decode_attention_triton(q, keys, values, mask, torch.tensor(filled))
-    expected = reference_decode_attention(q, keys.nan_to_num(), values.nan_to_num(), mask, min(filled, slots))
-    assert out.shape == q.shape and out.dtype == dtype
-    torch.testing.assert_close(out.double(), expected, atol=TOLERANCES[dtype], rtol=TOLERANCES[dtype])
+    qkv = randn(batch, 1, heads + 2 * kv_heads, head_dim, dtype=dtype)
+    keys = randn(batch, kv_heads, n_slots, head_dim, dtype=dtype, seed=1)
+    values = randn(batch, kv_heads, n_slots, head_dim, dtype=dtype, seed=2)
+    # Slots from the written one on hold garbage that must never be read: NaN would poison the output if it were.
+    keys[:, :, slot:], values[:, :, slot:] = float("nan"), float("nan")
+    cached_keys, cached_values = keys.clone(), values.clone()
+    # The KV cache's mask: a row sees its real slots up to the new one, and always the new one itself.
+    pads = torch.tensor([0] * (batch - 1) + [padding])
+    cache_slots = torch.arange(n_slots)
+    mask = ((cache_slots[None, :] >= pads[:, None]) | (cache_slots == slot)) & (cache_slots <= slot)
+    positions = (slot - pads).clamp(min=0)
+    cos, sin = rotary_tables(positions, head_dim)
+
+    out = decode_attention_triton(qkv, cos, sin, keys, values, mask[:, None], torch.tensor([slot]))
+
+    q = rotary_reference(qkv[:, 0, :heads], positions)  # (B, H, D)
+    k_new = rotary_reference(qkv[:, 0, heads:heads + kv_heads], positions)
+    v_new = qkv[:, 0, heads + kv_heads:].double()
+    # The cache holds the rotated new key and the new value at the slot, and is untouched elsewhere.
+    expected_keys, expected_values = cached_keys.double(), cached_values.double()
+    expected_keys[:, :, slot], expected_values[:, :, slot] = k_new, v_new
+    torch.testing.assert_close(keys.double(), expected_keys, atol=TOLERANCES[dtype], rtol=TOLERANCES[dtype],
+                               equal_nan=True)
+    torch.testing.assert_close(values.double(), expected_values, equal_nan=True, atol=0, rtol=0)
+    groups = heads // kv_heads
+    seen_keys = expected_keys[:, :, : slot + 1].nan_to_num().repeat_interleave(groups, 1)  # (B, H, slot + 1, D)
+    seen_values = expected_values[:, :, : slot + 1].nan_to_num().repeat_interleave(groups, 1)
+    scores = torch.einsum("bhd,bhsd->bhs", q, seen_keys) * head_dim ** -0.5
+    scores = scores.masked_fill(~mask[:, None, : slot + 1], float("-inf"))
+    expected = torch.einsum("bhs,bhsd->bhd", scores.softmax(-1), seen_values)
+    assert out.shape == (batch, 1, heads, head_dim) and out.dtype == dtype
+    torch.testing.assert_close(out[:, 0].double(), expected, atol=TOLERANCES[dtype], rtol=TOLERANCES[dtype])
 
 
 def test_decode_attention_refuses_what_it_cannot_serve():
-    q, cache = randn(1, 4, 2, 16, dtype=torch.float32), randn(1, 2, 8, 16, dtype=torch.float32)
-    mask, filled = torch.ones(1, 8, dtype=torch.bool), torch.tensor(3)
-    with pytest.raises(ValueError, match="one query per row"):
-        decode_attention_triton(q, cache, cache, mask, filled)
+    qkv, cache = randn(1, 1, 8, 16, dtype=torch.float32), randn(1, 2, 8, 16, dtype=torch.float32)
+    cos = sin = torch.ones(1, 1, 16)
+    mask, slots = torch.ones(1, 1, 8, dtype=torch.bool), torch.tensor([3])
+    with pytest.raises(ValueError, match="one new token per row"):
+        decode_attention_triton(qkv.expand(1, 2, 8, 16), cos, sin, cache, cache, mask, slots)
     with pytest.raises(ValueError, match="mask must be bool"):
-        decode_attention_triton(q[:, :, :1], cache, cache, mask.float(), filled)
-    with pytest.raises(ValueError, match="not a multiple"):
-        decode_attention_triton(randn(1, 3, 1, 16, dtype=torch.float32), cache, cache, mask, filled)
+        decode_attention_triton(qkv, cos, sin, cache, cache, mask.float(), slots)
+    with pytest.raises(ValueError, match="not H query heads"):
+        decode_attention_triton(qkv[:, :, :7], cos, sin, cache, cache, mask, slots)
+    with pytest.raises(ValueError, match="cos .* must be"):
+        decode_attention_triton(qkv, cos[..., :8], sin, cache, cache, mask, slots)
 
 
 def test_decoding_kernels_stay_inside_one_compiled_graph():
@@ -104,8 +150,8 @@ def test_decoding_kernels_stay_inside_one_compiled_graph():
         from genesis_kernels.kernels.decode_attention import decode_attention_triton
         from genesis_kernels.kernels.matvec import matvec_triton
 
-        def step(x, weight, q, keys, values, mask, length):
-            return matvec_triton(x, weight) * 2, decode_attention_triton(q, keys, values, mask, length + 1)
+        def step(x, weight, qkv, rope, keys, values, mask, slot):
+            return matvec_triton(x, weight) * 2, decode_attention_triton(qkv, rope, rope, keys, values, mask, slot + 1)
 
         graphs = []
 
@@ -113,8 +159,9 @@ def test_decoding_kernels_stay_inside_one_compiled_graph():
             graphs.append(graph_module)
             return lambda *args: (None, None)
 
-        args = (torch.randn(1, 1, 64), torch.randn(96, 64), torch.randn(1, 4, 1, 16), torch.randn(1, 2, 32, 16),
-                torch.randn(1, 2, 32, 16), torch.ones(1, 32, dtype=torch.bool), torch.tensor(9))
+        args = (torch.randn(1, 1, 64), torch.randn(96, 64), torch.randn(1, 1, 8, 16), torch.randn(1, 1, 16),
+                torch.randn(1, 2, 32, 16), torch.randn(1, 2, 32, 16), torch.ones(1, 1, 32, dtype=torch.bool),
+                torch.tensor([9]))
         torch.compile(step, fullgraph=True, backend=record)(*args)
         ops = [str(node.target) for node in graphs[0].graph.nodes if node.op == "call_function"]
         print(len(graphs), ops)

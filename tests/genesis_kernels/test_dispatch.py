@@ -115,11 +115,19 @@ def test_decoding_ops_route_to_triton_only_where_it_serves():
             assert matvec(x, weight).dtype == torch.bfloat16
             with pytest.raises(BackendError, match="autocast is on"):
                 matvec(x, weight, backend="triton")
-    q, cache = torch.randn(1, 2, 3, 4), torch.randn(1, 1, 6, 4)
-    mask = torch.ones(1, 3, 6, dtype=torch.bool).tril(diagonal=3)
-    prompt = decode_attention(q, cache, cache, mask, torch.tensor(6), backend="triton")  # SDPA: 3 queries
-    torch.testing.assert_close(prompt, torch.nn.functional.scaled_dot_product_attention(
-        q, cache.expand(1, 2, 6, 4), cache.expand(1, 2, 6, 4), attn_mask=mask[:, None]))
+        gate_up = torch.randn(1, 16)
+        torch.testing.assert_close(matvec(gate_up, weight, gated=True, backend="triton"),
+                                   swiglu(*gate_up.chunk(2, dim=-1), backend="torch") @ weight.T)
+    # A prompt of 3 tokens (2 query heads, 1 key/value head) into an empty cache, RoPE at angle 0: SDPA, causal.
+    qkv, keys, values = torch.randn(1, 3, 4, 4), torch.zeros(1, 1, 6, 4), torch.zeros(1, 1, 6, 4)
+    cos, sin, slots = torch.ones(1, 3, 4), torch.zeros(1, 3, 4), torch.arange(3)
+    mask = torch.ones(1, 3, 6, dtype=torch.bool).tril()
+    prompt = decode_attention(qkv, cos, sin, keys, values, mask, slots, backend="triton")
+    q, k, v = qkv.transpose(1, 2).split([2, 1, 1], dim=1)
+    assert torch.equal(keys[:, :, :3], k) and torch.equal(values[:, :, :3], v) and not keys[:, :, 3:].any()
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k.expand(1, 2, 3, 4), v.expand(1, 2, 3, 4),
+                                                                is_causal=True)
+    torch.testing.assert_close(prompt, expected.transpose(1, 2))
 
 
 def test_compiling_keeps_auto_on_the_decoding_kernels_on_cuda_only(monkeypatch):

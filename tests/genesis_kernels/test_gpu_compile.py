@@ -26,8 +26,8 @@ SCRIPT = textwrap.dedent("""
 
     # (capability compiled for, shared memory limit in bytes) per launch-config family
     FAMILIES = {"sm_75": (75, 64 * 1024), "sm_8x": (86, 100 * 1024), "sm_90": (90, 227 * 1024)}
-    FP32_POINTERS = {"LSE", "DELTA", "RSTD", "MEAN", "GRAD_W_PARTIAL", "GRAD_B_PARTIAL"}
-    OTHER_POINTERS = {"MASK": "*i1", "FILLED": "*i64"}
+    FP32_POINTERS = {"LSE", "DELTA", "RSTD", "MEAN", "GRAD_W_PARTIAL", "GRAD_B_PARTIAL", "COS", "SIN"}
+    OTHER_POINTERS = {"MASK": "*i1", "SLOT": "*i64"}
     FLOAT_SCALARS = {"alpha", "eps", "qk_scale", "softmax_scale", "scale"}
     # The triton_op kernels are compiled by Inductor inside a compiled graph, which types Python float arguments
     # as fp64 (Triton's own launcher types them fp32): a kernel must keep its fp32 arithmetic fp32 under both.
@@ -90,9 +90,10 @@ SCRIPT = textwrap.dedent("""
                                dict(meta, LAYER_NORM=layer_norm, HAS_BIAS=layer_norm), warps, 2)
                 _, meta = matvec._launch(8192, 768)
                 warps = meta.pop("num_warps")
-                yield family, "matvec", "matvec_kernel", dtype, meta, warps, 2
+                for gated in (False, True):
+                    yield family, "matvec", "matvec_kernel", dtype, dict(meta, GATED=gated), warps, 2
                 yield (family, "decode_attention", "decode_attention_kernel", dtype,
-                       dict(GROUPS=2, BLOCK_D=128, BLOCK_SLOTS=decode_attention.BLOCK_SLOTS),
+                       dict(N_HEADS=8, GROUPS=2, BLOCK_HALF=64, BLOCK_SLOTS=decode_attention.BLOCK_SLOTS),
                        decode_attention.NUM_WARPS, 2)
 
     if __name__ == "__main__":

@@ -46,8 +46,9 @@ GPU_NORM_SHAPES = [(16384, 768)]
 # The decoding ops (forward only: inference kernels). matvec: (x's shape, weight rows); K above one tile loops.
 MATVEC_CASES = [((1, 48), 77), ((1, 1, 5000), 7)]
 GPU_MATVEC_CASES = [((1, 1, 768), 2304), ((1, 1, 2048), 768)]  # deep_narrow_40's qkv and down projections
-# batch, heads, kv_heads, cache slots, filled slots, head_dim, left padding of the last row
-DECODE_ATTENTION_CASES = [(2, 4, 2, 77, 50, 48, 9), (1, 2, 2, 16, 1, 16, 0)]
+# gated: x holds [gate, up] of twice the weight's width.
+# batch, heads, kv_heads, cache slots, the slot written, head_dim, left padding of the last row
+DECODE_ATTENTION_CASES = [(2, 4, 2, 77, 50, 48, 9), (1, 2, 2, 16, 0, 16, 0)]
 GPU_DECODE_ATTENTION_CASES = [(1, 12, 12, 256, 160, 64, 0), (4, 12, 4, 1024, 700, 128, 300)]
 
 
@@ -94,6 +95,11 @@ def _compare(check: Check, run: Callable[..., torch.Tensor], inputs: list[torch.
         gradients_ok &= ok
     check.status = "pass" if forward_ok and gradients_ok else "FAIL"
     return check
+
+
+def _attention_and_cache(out: torch.Tensor, args: list[torch.Tensor]) -> torch.Tensor:
+    """decode_attention's output and the key/value cache it wrote (args 3 and 4), flattened into one tensor."""
+    return torch.cat([out.flatten(), args[3].flatten(), args[4].flatten()])
 
 
 def _compare_forward(check: Check, run: Callable[..., torch.Tensor], inputs: list[torch.Tensor],
@@ -145,25 +151,32 @@ def _verify_checks(device: torch.device, backends: list[str], dtypes: list[torch
                         lambda x, fx, w: residual_norm(x, fx, w, None, 2.0, backend=backend),
                         inputs, lambda x, fx, w: fallback.residual_norm(x, fx, w, None, 2.0))
             for x_shape, rows in MATVEC_CASES + (GPU_MATVEC_CASES if on_gpu else []):
-                yield _compare_forward(
-                    Check("matvec", f"{'x'.join(map(str, x_shape))} @ {rows}x{x_shape[-1]}", dtype, backend),
-                    lambda x, weight: matvec(x, weight, backend=backend),
-                    [randn(*x_shape, dtype=dtype), randn(rows, x_shape[-1], dtype=dtype)], fallback.matvec)
-            for batch, heads, kv_heads, slots, filled, head_dim, padding in \
+                for gated in (False, True):
+                    width = x_shape[-1] // 2 if gated else x_shape[-1]
+                    yield _compare_forward(
+                        Check("matvec", f"{'x'.join(map(str, x_shape))} @ {rows}x{width}{' gated' if gated else ''}",
+                              dtype, backend),
+                        lambda x, weight, gated=gated: matvec(x, weight, gated=gated, backend=backend),
+                        [randn(*x_shape, dtype=dtype), randn(rows, width, dtype=dtype)],
+                        lambda x, weight, gated=gated: fallback.matvec(x, weight, gated))
+            for batch, heads, kv_heads, slots, slot, head_dim, padding in \
                     DECODE_ATTENTION_CASES + (GPU_DECODE_ATTENTION_CASES if on_gpu else []):
-                # One query a row at slot filled - 1, seeing the filled slots past its row's left padding.
-                seen = torch.arange(slots, device=device) < filled
-                mask = seen.expand(batch, 1, slots).clone()
-                mask[-1, :, :padding] = False
-                inputs = [randn(batch, heads, 1, head_dim, dtype=dtype),
+                # One new token a row, written at `slot`, seeing the slots up to it past its row's left padding
+                # (a query always sees its own slot). The written cache is compared too.
+                cache_slots = torch.arange(slots, device=device)
+                mask = ((cache_slots >= padding) | (cache_slots == slot)) & (cache_slots <= slot)
+                mask = torch.stack([cache_slots <= slot] * (batch - 1) + [mask])[:, None]
+                angles = randn(batch, 1, head_dim // 2, dtype=torch.float32)
+                inputs = [randn(batch, 1, heads + 2 * kv_heads, head_dim, dtype=dtype),
+                          torch.cat([angles.cos()] * 2, dim=-1), torch.cat([-angles.sin(), angles.sin()], dim=-1),
                           randn(batch, kv_heads, slots, head_dim, dtype=dtype),
                           randn(batch, kv_heads, slots, head_dim, dtype=dtype),
-                          mask, torch.tensor(filled, device=device)]
-                case = f"b{batch} h{heads}/{kv_heads} slots {filled}/{slots} d{head_dim} pad {padding}"
+                          mask, torch.tensor([slot], device=device)]
+                case = f"b{batch} h{heads}/{kv_heads} slot {slot}/{slots} d{head_dim} pad {padding}"
                 yield _compare_forward(
                     Check("decode_attention", case, dtype, backend),
-                    lambda q, k, v, m, n: decode_attention(q, k, v, m, n, backend=backend), inputs,
-                    lambda q, k, v, m, n: fallback.decode_attention(q, k, v, m))
+                    lambda *args: _attention_and_cache(decode_attention(*args, backend=backend), args), inputs,
+                    lambda *args: _attention_and_cache(fallback.decode_attention(*args), args))
             # Last: on a GPU, compiling the flash attention kernels for every case takes the longest.
             for batch, heads, kv_heads, q_len, k_len, head_dim, causal in \
                     ATTENTION_CASES + (GPU_ATTENTION_CASES if on_gpu else []):

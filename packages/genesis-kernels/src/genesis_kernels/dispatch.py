@@ -233,14 +233,17 @@ def residual_norm(x: torch.Tensor, fx: torch.Tensor, weight: torch.Tensor, bias:
     return residual_norm_triton(x, fx, weight, bias, alpha, eps, norm)
 
 
-def matvec(x: torch.Tensor, weight: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+def matvec(x: torch.Tensor, weight: torch.Tensor, *, gated: bool = False, backend: str | None = None) -> torch.Tensor:
     """x @ weight.T for x of shape (..., K) holding one row and weight (N, K): the projections of batch-1 decoding.
+    ``gated``: x is (..., 2K), a SwiGLU MLP's [gate, up], and the product is of silu(gate) * up (the down
+    projection with its activation fused into the Triton kernel's loads).
     Inference only: the Triton kernel has no backward, so a call that needs gradients takes the torch path."""
     def case_reason():
         if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
             return "the kernel has no backward (inference only)"
-        if weight.dim() != 2 or x.shape[-1] != weight.shape[-1] or x.numel() != x.shape[-1]:
-            return f"x {tuple(x.shape)} is not one row of weight {tuple(weight.shape)}'s width"
+        width = weight.shape[-1] * (2 if gated else 1)
+        if weight.dim() != 2 or x.shape[-1] != width or x.numel() != x.shape[-1]:
+            return f"x {tuple(x.shape)} is not one row of width {width} for weight {tuple(weight.shape)}"
         if torch.is_autocast_enabled(x.device.type):
             return "autocast is on (F.linear follows its dtype rules)"
         if x.dtype != weight.dtype:
@@ -248,36 +251,41 @@ def matvec(x: torch.Tensor, weight: torch.Tensor, *, backend: str | None = None)
         return _dtype_reason(x.dtype, x.device, arithmetic_in_dtype=False)
 
     if select_backend("matvec", backend, x.device, case_reason) == "torch":
-        return fallback.matvec(x, weight)
+        return fallback.matvec(x, weight, gated)
     from .kernels.matvec import matvec_triton
-    return matvec_triton(x, weight)
+    return matvec_triton(x, weight, gated)
 
 
-def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
-                     filled: torch.Tensor, softmax_scale: float | None = None, *,
-                     backend: str | None = None) -> torch.Tensor:
-    """Attention of (B, H, T, D) new queries over a static (B, K, S, D) key/value cache (H a multiple of K).
+def decode_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor,
+                     values: torch.Tensor, mask: torch.Tensor, slots: torch.Tensor,
+                     softmax_scale: float | None = None, *, backend: str | None = None) -> torch.Tensor:
+    """New tokens' attention through a static key/value cache, the cache written in place: returns (B, T, H, D).
 
-    mask: (B, T, S) bool, True where a query may see a slot; filled: 0-d integer tensor on the device, the slots
-    in use (every slot the mask shows lies below it; the Triton kernel scans only those, so one compiled step
-    serves every position). The backend choice applies to steps of one query a row (T == 1, inference), which
-    the Triton kernel serves; prompts (T > 1) always take SDPA.
+    qkv: (B, T, H + 2K, D), the fused projection's queries, keys and values (H a multiple of K), RoPE not yet
+    applied; cos, sin: (B, T, D) rotary tables at each new token's position, sin's first half negated (see
+    :func:`genesis_kernels.fallback.apply_rotary`); keys, values: the (B, K, S, D) cache, written at ``slots``;
+    mask: (B, T, S) bool, True where a new token may see a slot; slots: (T,) consecutive integer slots on the
+    device, every slot below them already filled (the Triton kernel scans only those, so one compiled step serves
+    every position). The backend choice applies to steps of one token a row (T == 1, inference), which the Triton
+    kernel serves in one launch; prompts (T > 1) always take the torch path (SDPA).
     """
     def case_reason():
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (q, keys, values)):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (qkv, keys, values)):
             return "the kernel has no backward (inference only)"
-        if q.dtype != keys.dtype or keys.dtype != values.dtype:
-            return f"q {q.dtype}, keys {keys.dtype} and values {values.dtype} differ"
-        if torch.is_autocast_enabled(q.device.type):
+        if qkv.dtype != keys.dtype or keys.dtype != values.dtype:
+            return f"qkv {qkv.dtype}, keys {keys.dtype} and values {values.dtype} differ"
+        if torch.is_autocast_enabled(qkv.device.type):
             return "autocast is on (SDPA follows its dtype rules)"
-        if keys.stride(-1) != 1 or values.stride(-1) != 1 or mask.stride(-1) != 1:
-            return "keys, values and mask need a unit stride in their last dim"
-        if q.shape[-1] > MAX_ATTENTION_HEAD_DIM:
-            return f"head_dim {q.shape[-1]} is above {MAX_ATTENTION_HEAD_DIM}"
+        if any(t.stride(-1) != 1 for t in (keys, values, mask, cos, sin)):
+            return "keys, values, mask, cos and sin need a unit stride in their last dim"
+        if qkv.shape[-1] > MAX_ATTENTION_HEAD_DIM:
+            return f"head_dim {qkv.shape[-1]} is above {MAX_ATTENTION_HEAD_DIM}"
         # The kernel computes in fp32 after its loads (no tensor-core dots): bf16 runs everywhere.
-        return _dtype_reason(q.dtype, q.device, arithmetic_in_dtype=False)
+        return _dtype_reason(qkv.dtype, qkv.device, arithmetic_in_dtype=False)
 
-    if q.shape[2] != 1 or select_backend("decode_attention", backend, q.device, case_reason) == "torch":
-        return fallback.decode_attention(q, keys, values, mask, softmax_scale)
+    if qkv.shape[1] != 1 or select_backend("decode_attention", backend, qkv.device, case_reason) == "torch":
+        return fallback.decode_attention(qkv, cos, sin, keys, values, mask, slots, softmax_scale)
     from .kernels.decode_attention import decode_attention_triton
-    return decode_attention_triton(q.contiguous(), keys, values, mask[:, 0], filled, softmax_scale)
+    # The kernel wants each row's heads back to back: a strided qkv (never the model's) is copied.
+    qkv = qkv if qkv.stride(-1) == 1 and qkv.stride(-2) == qkv.shape[-1] else qkv.contiguous()
+    return decode_attention_triton(qkv, cos, sin, keys, values, mask, slots, softmax_scale)

@@ -52,18 +52,40 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
     return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=softmax_scale, **extra)
 
 
-def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x_i, x_{i+D/2}) of x's last dim (size D) by its position's angle (RoPE, half-split layout).
+
+    cos/sin broadcast against x; sin carries the signs (its first half negated), so rolling the halves
+    [x1, x2] -> [x2, x1] gives [x1 cos - x2 sin, x2 cos + x1 sin] in one roll instead of chunk, negate, concat.
+    """
+    return (x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin).type_as(x)
+
+
+def decode_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor,
+                     values: torch.Tensor, mask: torch.Tensor, slots: torch.Tensor,
                      softmax_scale: float | None = None) -> torch.Tensor:
-    """SDPA of (B, H, T, D) queries over a (B, K, S, D) key/value cache under a (B, T, S) boolean mask; GQA."""
+    """New tokens through a (B, K, S, D) key/value cache: rotate the queries and keys of the (B, T, H + 2K, D)
+    fused projection by cos/sin (B, T, D), write keys and values into the cache at ``slots`` (T,), and attend
+    under the (B, T, S) boolean mask; returns (B, T, H, D). GQA."""
+    kv_heads = keys.shape[1]
+    rotated, v = qkv.split([qkv.shape[2] - kv_heads, kv_heads], dim=2)
+    q, k = apply_rotary(rotated, cos[:, :, None], sin[:, :, None]).split([rotated.shape[2] - kv_heads, kv_heads],
+                                                                          dim=2)
+    keys.index_copy_(2, slots, k.transpose(1, 2).to(keys.dtype))
+    values.index_copy_(2, slots, v.transpose(1, 2).to(values.dtype))
+    q = q.transpose(1, 2)
     # Repeated heads rather than enable_gqa: SDPA's CUDA kernels do not all take enable_gqa with a mask.
     keys, values = repeat_kv_heads(q, keys, values)
-    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask[:, None], scale=softmax_scale)
+    y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask[:, None], scale=softmax_scale)
+    return y.transpose(1, 2)
 
 
-def matvec(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x @ weight.T for x holding one row. A bf16 row on a CPU goes through torch.mv: for the one-row products of
-    batch-1 decoding, the bf16 matmul kernel reads weights at 4-10 GB/s here and the matrix-vector kernel at
-    12-15 GB/s."""
+def matvec(x: torch.Tensor, weight: torch.Tensor, gated: bool = False) -> torch.Tensor:
+    """x @ weight.T for x holding one row; ``gated``: x is [gate, up] and the product is of silu(gate) * up.
+    A bf16 row on a CPU goes through torch.mv: for the one-row products of batch-1 decoding, the bf16 matmul kernel
+    reads weights at 4-10 GB/s here and the matrix-vector kernel at 12-15 GB/s."""
+    if gated:
+        x = swiglu(*x.chunk(2, dim=-1))
     if x.dtype == torch.bfloat16 and x.device.type == "cpu":
         return torch.mv(weight, x.reshape(-1)).view(*x.shape[:-1], weight.shape[0])
     return F.linear(x, weight)

@@ -3,7 +3,8 @@
 Shapes: B batch, T tokens, H query heads, K key/value heads, D head size, d width, V vocabulary.
 Training runs attention through `genesis_kernels.flash_attention` (causal, no mask: batches are right-padded, so
 real tokens never see padding). Incremental decoding writes into a pre-allocated, static-shape `KVCache` and
-attends over it through `genesis_kernels.decode_attention` with the cache's mask.
+attends over it through `genesis_kernels.decode_attention` (which also applies RoPE and writes the cache: one kernel
+a layer when decoding one token a row).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from genesis_kernels import decode_attention, flash_attention, matvec, residual_norm, swiglu
+from genesis_kernels import apply_rotary, decode_attention, flash_attention, matvec, residual_norm, swiglu
 
 from .config import ModelConfig
 
@@ -59,15 +60,6 @@ class RotaryEmbedding(nn.Module):
         self.sin = torch.cat([-angles.sin(), angles.sin()], dim=-1).to(device=device, dtype=torch.float32)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair (x_i, x_{i+D/2}) of (B, T, heads, D) by its position's angle (half-split layout).
-
-    cos/sin broadcast as (T, 1, D) or (B, T, 1, D); sin carries the signs, so rolling the halves
-    [x1, x2] -> [x2, x1] gives [x1 cos - x2 sin, x2 cos + x1 sin] in one roll instead of chunk, negate, concat.
-    """
-    return (x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin).type_as(x)
-
-
 class KVCache:
     """Pre-allocated keys and values of every layer for incremental decoding, with static shapes throughout.
 
@@ -109,27 +101,25 @@ class KVCache:
         self.length.zero_()
         self._mask: torch.Tensor | None = None
         self._write_slots: torch.Tensor | None = None
-        self._filled: torch.Tensor | None = None
+        self._cos: torch.Tensor | None = None
+        self._sin: torch.Tensor | None = None
 
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor the cache owns (their addresses must stay fixed for CUDA graph replay)."""
         return [*self.keys, *self.values, self.slots, self.visible, self.positions, self.length]
 
-    def rotary_tables(self, rope: RotaryEmbedding, T: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin (B, T, 1, D) for the next T tokens; also selects the mask rows every layer will use."""
+    def start_step(self, rope: RotaryEmbedding, T: int) -> None:
+        """Select, once for every layer, the slots the next T tokens write, their mask rows and rotary tables."""
         queries = self.length + self.slots[:T]  # (T,) the slots being written
         self._mask = self.visible[:, queries]  # (B, T, max_len)
         self._write_slots = queries
-        self._filled = self.length + T  # slots in use once this step's keys are written
         positions = self.positions[:, queries]  # (B, T)
-        return rope.cos[positions][:, :, None], rope.sin[positions][:, :, None]
+        self._cos, self._sin = rope.cos[positions], rope.sin[positions]  # (B, T, D)
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Store this step's (B, K, T, D) keys/values and attend the (B, H, T, D) queries over the cache."""
-        keys, values = self.keys[layer], self.values[layer]
-        keys.index_copy_(2, self._write_slots, k.to(keys.dtype))
-        values.index_copy_(2, self._write_slots, v.to(values.dtype))
-        return decode_attention(q, keys, values, self._mask, self._filled)
+    def attend(self, layer: int, qkv: torch.Tensor) -> torch.Tensor:
+        """Rotate this step's (B, T, H + 2K, D) fused projection, store its keys/values, attend: (B, T, H, D)."""
+        return decode_attention(qkv, self._cos, self._sin, self.keys[layer], self.values[layer], self._mask,
+                                self._write_slots)
 
     def advance(self, T: int) -> None:
         self.length += T
@@ -145,15 +135,13 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, _ = x.shape
         qkv = self.qkv(x).view(B, T, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
+        if cache is not None:
+            return self.out(cache.attend(layer, qkv).reshape(B, T, -1))
         rotated, v = qkv.split([self.n_heads + self.n_kv_heads, self.n_kv_heads], dim=2)
         q, k = apply_rotary(rotated, cos, sin).split([self.n_heads, self.n_kv_heads], dim=2)  # one rotation for both
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        if cache is None:
-            # v is a slice of the fused projection, its rows (H + 2K) * D apart: SDPA's CPU kernels run the
-            # training step's attention ~10% faster on a compact copy (a one-row decode step skips the copy).
-            y = flash_attention(q, k, v.contiguous(), causal=True)
-        else:
-            y = cache.attend(layer, q, k, v)
+        # v is a slice of the fused projection, its rows (H + 2K) * D apart: SDPA's CPU kernels run the training
+        # step's attention ~10% faster on a compact copy.
+        y = flash_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2).contiguous(), causal=True)
         return self.out(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -164,7 +152,11 @@ class MLP(nn.Module):
         self.down = Linear(config.d_mlp, config.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        gate_up = self.gate_up(x)
+        if x.numel() == x.shape[-1]:
+            # One row (batch-1 decoding): the activation is fused into the down projection's kernel.
+            return matvec(gate_up, self.down.weight, gated=True)
+        gate, up = gate_up.chunk(2, dim=-1)
         return self.down(swiglu(gate, up))
 
 
@@ -236,7 +228,8 @@ class GenesisLM(nn.Module):
                 raise ValueError(f"GenesisLM: {T} tokens exceed max_seq_len={self.config.max_seq_len}")
             cos, sin = self.rope.cos[:T, None], self.rope.sin[:T, None]
         else:
-            cos, sin = cache.rotary_tables(self.rope, T)
+            cache.start_step(self.rope, T)
+            cos = sin = None  # the cache applies RoPE
         x = self.embed(input_ids)
         recompute = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer, block in enumerate(self.blocks):
