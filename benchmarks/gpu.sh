@@ -144,7 +144,7 @@ step training_text 15 bash -c training_text
 step train 45 "$PYTHON" -m genesis_train.cli --text-file "$OUT/train_text.txt" "${TRAIN_OPTS[@]}" \
   --out-dir "$OUT/train" --cache-dir "$OUT/cache" --log-interval 5 --checkpoint-interval 1000 --no-progress
 # Why a compiled token costs what it does, per variant of the step.
-step decode_profile 130 "$PYTHON" benchmarks/decode_profile.py --json "$OUT/decode_profile.json"
+step decode_profile 130 "$PYTHON" benchmarks/decode_profile.py --variants "product,both: torch" --json "$OUT/decode_profile.json"
 
 SLUG="$("$PYTHON" -c 'from benchmarks.workloads import device_name, device_slug; print(device_slug(device_name()))')"
 # The whole suite took ~200 s on an H200 (2026-11-26): it gets what is left of the budget ($SUITE_FILTER narrows it).

@@ -10,7 +10,7 @@ def test_verify_runs_every_backend_and_passes(capsys):
     assert cli.main(["verify", "--device", "cpu", "--dtypes", "fp32"]) == 0
     out = capsys.readouterr().out
     assert "backends: triton, torch" in out
-    ops = ("flash_attention", "swiglu", "residual_norm", "matvec", "decode_attention")
+    ops = ("flash_attention", "swiglu", "residual_norm", "matvec", "residual_norm_matvec", "decode_attention")
     table = [line.split() for line in out.splitlines() if line.startswith(ops)]
     assert {row[0] for row in table} == set(ops)
     assert {"triton", "torch"} <= {word for row in table for word in row}

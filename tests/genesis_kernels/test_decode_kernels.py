@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from genesis_kernels.kernels.decode_attention import decode_attention_triton
-from genesis_kernels.kernels.matvec import matvec_triton
+from genesis_kernels.kernels.matvec import matvec_triton, residual_norm_matvec_triton
 
 # fp16 (the interpreter computes bf16 wrongly; these kernels load and store the dtype, multiply in fp32): the
 # error is the output's rounding, ~1e-3 relative. fp32: summation order only.
@@ -59,6 +59,26 @@ def test_gated_matvec_matches_float64_reference(rows, cols, dtype):
     torch.testing.assert_close(out.double(), expected, atol=TOLERANCES[dtype], rtol=TOLERANCES[dtype])
     with pytest.raises(ValueError, match=r"x \(\.\.\., 2K\)"):
         matvec_triton(gate_up[:, :cols], weight, gated=True)
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCES), ids=str)
+@pytest.mark.parametrize(("rows", "cols"), [(1, 2), (4096, 768), (130, 5000)], ids=str)
+def test_residual_norm_matvec_matches_float64_reference(rows, cols, dtype):
+    """h = RMSNorm(alpha * x + fx) * norm_weight (every program's, and the copy the first one writes) and h @ W^T;
+    5000 columns take two column blocks in both passes."""
+    x, fx = randn(1, 1, cols, dtype=dtype), randn(1, 1, cols, dtype=dtype, seed=1)
+    norm_weight = 1 + 0.5 * randn(cols, dtype=dtype, seed=2)
+    weight = randn(rows, cols, dtype=dtype, seed=3) / cols ** 0.5
+    h, y = residual_norm_matvec_triton(x, fx, norm_weight, weight, alpha=2.5, eps=1e-6)
+    h64 = 2.5 * x.double() + fx.double()
+    h64 = h64 * (h64.pow(2).mean(-1, keepdim=True) + 1e-6).rsqrt() * norm_weight.double()
+    assert h.shape == x.shape and y.shape == (1, 1, rows) and h.dtype == y.dtype == dtype
+    torch.testing.assert_close(h.double(), h64, atol=TOLERANCES[dtype], rtol=TOLERANCES[dtype])
+    # y from the float64 h: the kernel's h is rounded to the dtype before its product, like the torch path's.
+    torch.testing.assert_close(y.double(), h64 @ weight.double().T, atol=4 * TOLERANCES[dtype],
+                               rtol=4 * TOLERANCES[dtype])
+    with pytest.raises(ValueError, match="must be one row of K"):
+        residual_norm_matvec_triton(x, fx, norm_weight[:-1], weight)
 
 
 def rotary_reference(x, positions, theta=10000.0):
@@ -148,7 +168,7 @@ def test_decoding_kernels_stay_inside_one_compiled_graph():
     script = textwrap.dedent("""
         import torch
         from genesis_kernels.kernels.decode_attention import decode_attention_triton
-        from genesis_kernels.kernels.matvec import matvec_triton
+        from genesis_kernels.kernels.matvec import matvec_triton, residual_norm_matvec_triton
 
         def step(x, weight, qkv, rope, keys, values, mask, slot):
             return matvec_triton(x, weight) * 2, decode_attention_triton(qkv, rope, rope, keys, values, mask, slot + 1)

@@ -7,7 +7,8 @@ import textwrap
 import pytest
 import torch
 
-from genesis_kernels import BackendError, available_backends, decode_attention, matvec, residual_norm, swiglu
+from genesis_kernels import (BackendError, available_backends, decode_attention, matvec, residual_norm,
+                             residual_norm_matvec, swiglu)
 from genesis_kernels import dispatch
 
 
@@ -118,6 +119,13 @@ def test_decoding_ops_route_to_triton_only_where_it_serves():
         gate_up = torch.randn(1, 16)
         torch.testing.assert_close(matvec(gate_up, weight, gated=True, backend="triton"),
                                    swiglu(*gate_up.chunk(2, dim=-1), backend="torch") @ weight.T)
+        fx, norm_weight = torch.randn(1, 1, 8), torch.rand(8) + 0.5
+        h, y = residual_norm_matvec(x, fx, norm_weight, weight, alpha=2.0, backend="triton")
+        expected_h = residual_norm(x, fx, norm_weight, alpha=2.0, backend="torch")
+        torch.testing.assert_close(h, expected_h)
+        torch.testing.assert_close(y, expected_h @ weight.T)
+    with pytest.raises(BackendError, match="residual_norm_matvec: .* no backward"):
+        residual_norm_matvec(x, fx, norm_weight, weight, backend="triton")
     # A prompt of 3 tokens (2 query heads, 1 key/value head) into an empty cache, RoPE at angle 0: SDPA, causal.
     qkv, keys, values = torch.randn(1, 3, 4, 4), torch.zeros(1, 1, 6, 4), torch.zeros(1, 1, 6, 4)
     cos, sin, slots = torch.ones(1, 3, 4), torch.zeros(1, 3, 4), torch.arange(3)

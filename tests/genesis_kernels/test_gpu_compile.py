@@ -90,8 +90,8 @@ SCRIPT = textwrap.dedent("""
                                dict(meta, LAYER_NORM=layer_norm, HAS_BIAS=layer_norm), warps, 2)
                 _, meta = matvec._launch(8192, 768)
                 warps = meta.pop("num_warps")
-                for gated in (False, True):
-                    yield family, "matvec", "matvec_kernel", dtype, dict(meta, GATED=gated), warps, 2
+                for gated, norm in ((False, False), (True, False), (False, True)):
+                    yield family, "matvec", "matvec_kernel", dtype, dict(meta, GATED=gated, NORM=norm), warps, 2
                 yield (family, "decode_attention", "decode_attention_kernel", dtype,
                        dict(N_HEADS=8, GROUPS=2, BLOCK_HALF=64, BLOCK_SLOTS=decode_attention.BLOCK_SLOTS),
                        decode_attention.NUM_WARPS, 2)

@@ -200,12 +200,13 @@ def test_decoding_through_the_triton_decoding_kernels_equals_recomputing(make_co
     path does and as recomputing the sequence does."""
     from genesis_kernels.kernels import decode_attention, matvec
 
-    calls = {"matvec": 0, "decode_attention": 0}
-    for module, name in ((matvec, "matvec_triton"), (decode_attention, "decode_attention_triton")):
+    calls = {"matvec_triton": 0, "residual_norm_matvec_triton": 0, "decode_attention_triton": 0}
+    for module, name in ((matvec, "matvec_triton"), (matvec, "residual_norm_matvec_triton"),
+                         (decode_attention, "decode_attention_triton")):
         kernel = getattr(module, name)
 
-        def counted(*args, kernel=kernel, op=module.__name__.rsplit(".", 1)[1]):
-            calls[op] += 1
+        def counted(*args, kernel=kernel, name=name):
+            calls[name] += 1
             return kernel(*args)
 
         monkeypatch.setattr(module, name, counted)
@@ -217,16 +218,18 @@ def test_decoding_through_the_triton_decoding_kernels_equals_recomputing(make_co
     assert with_triton == with_torch == [greedy_by_recomputing(model, p, 8) for p in prompts]
     # 7 one-token steps after the prompt, each 2 layers x (4 projections + 1 attention); the batch of 2 rows takes
     # the fallback for its projections (matvec serves one row): only the attention counts.
-    assert calls == {"matvec": 0, "decode_attention": 7 * 2}
+    assert calls == {"matvec_triton": 0, "residual_norm_matvec_triton": 0, "decode_attention_triton": 7 * 2}
     (alone,) = generate(model, [prompts[0]], 8)
     assert alone == with_torch[0]
-    # One row: each step's 8 projections and LM head, and the prompt's LM head (its last position only).
-    assert calls == {"matvec": 7 * (2 * 4 + 1) + 1, "decode_attention": 7 * 2 * 2}
+    # One row: each step's layers project qkv, the attention output and (gated) the MLP's output through matvec and
+    # the gate/up projection with the attention's residual norm; the LM head and the prompt's (its last position).
+    assert calls == {"matvec_triton": 7 * (2 * 3 + 1) + 1, "residual_norm_matvec_triton": 7 * 2,
+                     "decode_attention_triton": 7 * 2 * 2}
 
 
 def test_compiled_decode_step_keeps_the_decoding_kernels_in_one_graph():
     """What a GPU's generate(compile=True) traces: with the decoding kernels picked (as auto does on CUDA), the
-    whole step is one graph holding every layer's matvec and decode_attention ops. Traced only, in a process
+    whole step is one graph holding every layer's matvec, residual_norm_matvec and decode_attention ops. Traced only, in a process
     without the interpreter (torch.compile cannot trace it): the recording backend never runs the graph."""
     script = textwrap.dedent("""
         import torch
@@ -252,9 +255,10 @@ def test_compiled_decode_step_keeps_the_decoding_kernels_in_one_graph():
                 model, torch.tensor([[3]]), cache)
         ops = [str(node.target) for node in graphs[0].graph.nodes if node.op == "call_function"]
         print(len(graphs), ops.count("genesis_kernels.matvec.default"),
+              ops.count("genesis_kernels.residual_norm_matvec.default"),
               ops.count("genesis_kernels.decode_attention.default"))
     """)
     env = {key: value for key, value in os.environ.items() if key not in ("TRITON_INTERPRET", "GENESIS_KERNELS_BACKEND")}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["1", str(3 * 4 + 1), "3"]
+    assert result.stdout.split() == ["1", str(3 * 3 + 1), "3", "3"]

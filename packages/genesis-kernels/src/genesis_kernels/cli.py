@@ -13,7 +13,7 @@ import torch
 
 from . import fallback
 from .dispatch import (BackendError, available_backends, decode_attention, flash_attention, gpu_family, matvec,
-                       residual_norm, swiglu)
+                       residual_norm, residual_norm_matvec, swiglu)
 from .memory import peak_memory
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -159,6 +159,17 @@ def _verify_checks(device: torch.device, backends: list[str], dtypes: list[torch
                         lambda x, weight, gated=gated: matvec(x, weight, gated=gated, backend=backend),
                         [randn(*x_shape, dtype=dtype), randn(rows, width, dtype=dtype)],
                         lambda x, weight, gated=gated: fallback.matvec(x, weight, gated))
+            for x_shape, rows in MATVEC_CASES + (GPU_MATVEC_CASES if on_gpu else []):
+                width = x_shape[-1]
+                inputs = [randn(*x_shape, dtype=dtype), randn(*x_shape, dtype=dtype),
+                          1 + 0.5 * randn(width, dtype=dtype), randn(rows, width, dtype=dtype)]
+                yield _compare_forward(
+                    Check("residual_norm_matvec", f"{'x'.join(map(str, x_shape))} @ {rows}x{width} alpha=2", dtype,
+                          backend),
+                    lambda *args: torch.cat([out.flatten() for out in residual_norm_matvec(*args, 2.0,
+                                                                                            backend=backend)]),
+                    inputs, lambda *args: torch.cat([out.flatten() for out in fallback.residual_norm_matvec(*args,
+                                                                                                           2.0)]))
             for batch, heads, kv_heads, slots, slot, head_dim, padding in \
                     DECODE_ATTENTION_CASES + (GPU_DECODE_ATTENTION_CASES if on_gpu else []):
                 # One new token a row, written at `slot`, seeing the slots up to it past its row's left padding
@@ -192,7 +203,7 @@ def _verify_checks(device: torch.device, backends: list[str], dtypes: list[torch
 
 # verify prints each check's row as soon as it has run: on a GPU compiling every case's kernels takes minutes, and a
 # run cut short still shows what it checked.
-_VERIFY_COLUMNS = [("op", 16), ("case", 30), ("dtype", 9), ("backend", 8), ("max err fwd", 12), ("max err grad", 12),
+_VERIFY_COLUMNS = [("op", 20), ("case", 30), ("dtype", 9), ("backend", 8), ("max err fwd", 12), ("max err grad", 12),
                    ("seconds", 8), ("result", 0)]
 
 

@@ -51,7 +51,7 @@ AUTO_PREFERENCE = {
 
 # Ops whose Triton kernels torch.compile keeps in its graph (torch.library.triton_op): auto may pick them while
 # compiling, on these device types (the interpreter's CPU path is not one: Inductor's CPU code cannot call it).
-COMPILABLE_OPS = ("matvec", "decode_attention")
+COMPILABLE_OPS = ("matvec", "residual_norm_matvec", "decode_attention")
 COMPILABLE_DEVICE_TYPES = ("cuda",)
 
 
@@ -254,6 +254,31 @@ def matvec(x: torch.Tensor, weight: torch.Tensor, *, gated: bool = False, backen
         return fallback.matvec(x, weight, gated)
     from .kernels.matvec import matvec_triton
     return matvec_triton(x, weight, gated)
+
+
+def residual_norm_matvec(x: torch.Tensor, fx: torch.Tensor, norm_weight: torch.Tensor, weight: torch.Tensor,
+                         alpha: float = 1.0, eps: float = 1e-6, *,
+                         backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepNorm's residual norm of one row and the projection that reads it: h = RMSNorm(alpha * x + fx) *
+    norm_weight and y = h @ weight.T, returned as (h, y); x, fx: (..., K) holding one row, weight (N, K).
+    The Triton kernel (matvec's, with a prologue) computes h as it loads the row: one launch for both."""
+    def case_reason():
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, fx, norm_weight, weight)):
+            return "the kernel has no backward (inference only)"
+        if weight.dim() != 2 or fx.shape[-1] != weight.shape[-1] or fx.numel() != fx.shape[-1] \
+                or x.shape != fx.shape or norm_weight.shape != (fx.shape[-1],):
+            return f"x {tuple(x.shape)}, fx {tuple(fx.shape)}, norm_weight {tuple(norm_weight.shape)} are not one " \
+                   f"row and its norm weight for weight {tuple(weight.shape)}"
+        if torch.is_autocast_enabled(fx.device.type):
+            return "autocast is on (F.linear follows its dtype rules)"
+        if not x.dtype == fx.dtype == norm_weight.dtype == weight.dtype:
+            return f"x {x.dtype}, fx {fx.dtype}, norm_weight {norm_weight.dtype} and weight {weight.dtype} differ"
+        return _dtype_reason(fx.dtype, fx.device, arithmetic_in_dtype=False)
+
+    if select_backend("residual_norm_matvec", backend, fx.device, case_reason) == "torch":
+        return fallback.residual_norm_matvec(x, fx, norm_weight, weight, alpha, eps)
+    from .kernels.matvec import residual_norm_matvec_triton
+    return residual_norm_matvec_triton(x, fx, norm_weight, weight, alpha, eps)
 
 
 def decode_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor,

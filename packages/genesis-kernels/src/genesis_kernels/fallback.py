@@ -91,6 +91,13 @@ def matvec(x: torch.Tensor, weight: torch.Tensor, gated: bool = False) -> torch.
     return F.linear(x, weight)
 
 
+def residual_norm_matvec(x: torch.Tensor, fx: torch.Tensor, norm_weight: torch.Tensor, weight: torch.Tensor,
+                         alpha: float = 1.0, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """h = RMSNorm(alpha * x + fx) * norm_weight and h @ weight.T, for one row."""
+    h = residual_norm(x, fx, norm_weight, None, alpha, eps)
+    return h, matvec(h, weight)
+
+
 def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
                     softmax_scale: float | None = None) -> torch.Tensor:
     """Attention that materializes the (q_len, k_len) score matrix: the quadratic-memory baseline of

@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from genesis_kernels import apply_rotary, decode_attention, flash_attention, matvec, residual_norm, swiglu
+from genesis_kernels import (apply_rotary, decode_attention, flash_attention, matvec, residual_norm,
+                             residual_norm_matvec, swiglu)
 
 from .config import ModelConfig
 
@@ -152,9 +153,11 @@ class MLP(nn.Module):
         self.down = Linear(config.d_mlp, config.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_up = self.gate_up(x)
-        if x.numel() == x.shape[-1]:
-            # One row (batch-1 decoding): the activation is fused into the down projection's kernel.
+        return self.down_projection(self.gate_up(x))
+
+    def down_projection(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """silu(gate) * up projected back to the model's width; one row (decoding) takes one kernel for both."""
+        if gate_up.numel() == gate_up.shape[-1]:
             return matvec(gate_up, self.down.weight, gated=True)
         gate, up = gate_up.chunk(2, dim=-1)
         return self.down(swiglu(gate, up))
@@ -173,12 +176,21 @@ class Block(nn.Module):
         self.alpha, self.eps = config.deepnorm_alpha, config.norm_eps
 
     def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        if self.deepnorm:
-            x = residual_norm(x, self.attn(x, cos, sin, cache, layer), self.attn_norm.weight,
-                              alpha=self.alpha, eps=self.eps)
-            return residual_norm(x, self.mlp(x), self.mlp_norm.weight, alpha=self.alpha, eps=self.eps)
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache, layer)
-        return x + self.mlp(self.mlp_norm(x))
+        if not self.deepnorm:
+            x = x + self.attn(self.attn_norm(x), cos, sin, cache, layer)
+            return x + self.mlp(self.mlp_norm(x))
+        x, gate_up = self.attention_residual(x, self.attn(x, cos, sin, cache, layer))
+        return residual_norm(x, self.mlp.down_projection(gate_up), self.mlp_norm.weight, alpha=self.alpha,
+                             eps=self.eps)
+
+    def attention_residual(self, x: torch.Tensor, fx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """DeepNorm's residual x <- RMSNorm(alpha * x + fx) around the attention, and the MLP's gate/up projection
+        of the new x: one kernel for both when decoding one row."""
+        if x.numel() == x.shape[-1]:
+            return residual_norm_matvec(x, fx, self.attn_norm.weight, self.mlp.gate_up.weight, alpha=self.alpha,
+                                        eps=self.eps)
+        x = residual_norm(x, fx, self.attn_norm.weight, alpha=self.alpha, eps=self.eps)
+        return x, self.mlp.gate_up(x)
 
 
 class GenesisLM(nn.Module):

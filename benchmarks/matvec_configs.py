@@ -1,0 +1,120 @@
+"""Launch configs of genesis_kernels' one-row projection kernel on a preset's decoding shapes, timed the way a
+compiled decode step runs them: a CUDA graph of back-to-back calls, each on its own weights (so that, as in the
+model, the weights come from memory, not L2), beside cuBLAS (F.linear) in the same graph form. A diagnostic for
+issue 5's GPU target, run by gpu.sh: it says which `TILE_ELEMENTS` / `NUM_WARPS` / `MIN_PROGRAMS` to ship.
+
+    python benchmarks/matvec_configs.py [--preset deep_narrow_40] [--calls 40] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from genesis_kernels.kernels import matvec as matvec_module  # noqa: E402
+
+from benchmarks.workloads import model_config  # noqa: E402
+
+TILES = (4096, 8192, 16384)
+WARPS = (4, 8)
+MIN_PROGRAMS = (128, 264)
+
+
+def shapes(preset: str) -> dict[str, tuple[int, int, str]]:
+    """name -> (rows, cols, prologue) of a decode step's projections."""
+    cfg = model_config(preset)
+    return {
+        "qkv": (cfg.d_model + 2 * cfg.kv_dim, cfg.d_model, "plain"),
+        "out": (cfg.d_model, cfg.d_model, "plain"),
+        "gate_up+norm": (2 * cfg.d_mlp, cfg.d_model, "norm"),
+        "down+swiglu": (cfg.d_model, cfg.d_mlp, "gated"),
+        "lm_head": (cfg.vocab_size, cfg.d_model, "plain"),
+    }
+
+
+def graph_us_per_call(calls: list, replays: int = 20) -> float:
+    """Mean device time of one call when `calls` run back to back as one CUDA graph."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for call in calls:  # warm up (compiles) outside the capture
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1000 / (replays * len(calls))
+
+
+def calls_for(rows: int, cols: int, prologue: str, n: int, provider: str) -> list:
+    dtype, device = torch.bfloat16, "cuda"
+    width = 2 * cols if prologue == "gated" else cols
+    x = torch.randn(1, width, dtype=dtype, device=device)
+    fx, norm_weight = torch.randn(1, cols, dtype=dtype, device=device), torch.ones(cols, dtype=dtype, device=device)
+    weights = [torch.randn(rows, cols, dtype=dtype, device=device) for _ in range(n)]
+    if provider == "cublas":
+        if prologue == "gated":
+            return [lambda w=w: F.linear(F.silu(x[:, :cols]) * x[:, cols:], w) for w in weights]
+        if prologue == "norm":
+            return [lambda w=w: F.linear(F.rms_norm(2 * x + fx, (cols,), norm_weight), w) for w in weights]
+        return [lambda w=w: F.linear(x, w) for w in weights]
+    if prologue == "norm":
+        return [lambda w=w: matvec_module.residual_norm_matvec_triton(x, fx, norm_weight, w, 2.0) for w in weights]
+    return [lambda w=w: matvec_module.matvec_triton(x, w, gated=prologue == "gated") for w in weights]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="deep_narrow_40")
+    parser.add_argument("--calls", type=int, default=40, help="calls per graph, each on its own weights")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("matvec_configs: needs a CUDA GPU")
+        return 0
+    shipped = (matvec_module.TILE_ELEMENTS, matvec_module.NUM_WARPS, matvec_module.MIN_PROGRAMS)
+    print(f"matvec configs on {torch.cuda.get_device_name()}, {args.preset}, bf16, {args.calls} calls a graph; "
+          f"shipped (tile, warps, min programs) = {shipped}")
+    results = {}
+    for name, (rows, cols, prologue) in shapes(args.preset).items():
+        megabytes = rows * cols * 2 / 1e6
+        row = {"cublas": round(graph_us_per_call(calls_for(rows, cols, prologue, args.calls, "cublas")), 2)}
+        for tile, warps, min_programs in itertools.product(TILES, WARPS, MIN_PROGRAMS):
+            matvec_module.TILE_ELEMENTS, matvec_module.NUM_WARPS, matvec_module.MIN_PROGRAMS = \
+                tile, warps, min_programs
+            try:
+                row[f"{tile}/{warps}/{min_programs}"] = round(
+                    graph_us_per_call(calls_for(rows, cols, prologue, args.calls, "triton")), 2)
+            except Exception as error:  # a config the GPU cannot launch: say so, go on
+                row[f"{tile}/{warps}/{min_programs}"] = f"{type(error).__name__}: {str(error)[:120]}"
+        matvec_module.TILE_ELEMENTS, matvec_module.NUM_WARPS, matvec_module.MIN_PROGRAMS = shipped
+        timed = {key: us for key, us in row.items() if isinstance(us, float)}
+        best = min(timed, key=timed.get)
+        print(f"{name} ({rows}x{cols}, {prologue}, {megabytes:.1f} MB): best {best} {timed[best]} us "
+              f"({megabytes / timed[best] * 1e-3:.2f} TB/s); " + ", ".join(f"{k} {v}" for k, v in row.items()),
+              flush=True)
+        results[name] = row
+        torch.cuda.empty_cache()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
