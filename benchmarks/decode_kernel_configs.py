@@ -1,9 +1,11 @@
-"""Launch configs of genesis_kernels' one-row projection kernel on a preset's decoding shapes, timed the way a
-compiled decode step runs them: a CUDA graph of back-to-back calls, each on its own weights (so that, as in the
-model, the weights come from memory, not L2), beside cuBLAS (F.linear) in the same graph form. A diagnostic for
-issue 5's GPU target, run by gpu.sh: it says which `TILE_ELEMENTS` / `NUM_WARPS` / `MIN_PROGRAMS` to ship.
+"""Launch configs of genesis_kernels' decoding kernels on a preset's decoding shapes, timed the way a compiled
+decode step runs them: a CUDA graph of back-to-back calls, each on its own weights or cache (so that, as in the
+model, they come from memory, not L2). The one-row projections (`TILE_ELEMENTS` / `NUM_WARPS` / `MIN_PROGRAMS`)
+beside cuBLAS (F.linear) in the same graph form; the attention step (`BLOCK_SLOTS` / `NUM_WARPS`) at two fills of
+the 256-slot cache the benchmark's generation uses. A diagnostic for issue 5's GPU target: it says which configs to
+ship.
 
-    python benchmarks/matvec_configs.py [--preset deep_narrow_40] [--calls 40] [--json FILE]
+    python benchmarks/decode_kernel_configs.py [--preset deep_narrow_40] [--calls 40] [--json FILE]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from genesis_kernels.kernels import decode_attention as attention_module  # noqa: E402
 from genesis_kernels.kernels import matvec as matvec_module  # noqa: E402
 
 from benchmarks.workloads import model_config  # noqa: E402
@@ -25,6 +28,9 @@ from benchmarks.workloads import model_config  # noqa: E402
 TILES = (4096, 8192, 16384)
 WARPS = (4, 8)
 MIN_PROGRAMS = (128, 264)
+BLOCK_SLOTS = (32, 64, 128, 256)
+ATTENTION_WARPS = (2, 4, 8)
+CACHE_SLOTS = 256
 
 
 def shapes(preset: str) -> dict[str, tuple[int, int, str]]:
@@ -79,19 +85,53 @@ def calls_for(rows: int, cols: int, prologue: str, n: int, provider: str) -> lis
     return [lambda w=w: matvec_module.matvec_triton(x, w, gated=prologue == "gated") for w in weights]
 
 
+def attention_calls(slot: int, n: int, preset: str) -> list:
+    """n attention steps of one token, each over its own (1, K, 256, D) cache, the token written at `slot`."""
+    cfg = model_config(preset)
+    dtype, device = torch.bfloat16, "cuda"
+    qkv = torch.randn(1, 1, cfg.n_heads + 2 * cfg.n_kv_heads, cfg.head_dim, dtype=dtype, device=device)
+    angles = torch.rand(1, 1, cfg.head_dim // 2, device=device)
+    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([-angles.sin(), angles.sin()], -1)
+    mask = (torch.arange(CACHE_SLOTS, device=device) <= slot)[None, None]
+    slots = torch.tensor([slot], device=device)
+    caches = [torch.randn(2, 1, cfg.n_kv_heads, CACHE_SLOTS, cfg.head_dim, dtype=dtype, device=device)
+              for _ in range(n)]
+    return [lambda c=c: attention_module.decode_attention_triton(qkv, cos, sin, c[0], c[1], mask, slots)
+            for c in caches]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="deep_narrow_40")
-    parser.add_argument("--calls", type=int, default=40, help="calls per graph, each on its own weights")
+    parser.add_argument("--calls", type=int, default=40, help="calls per graph, each on its own weights or cache")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        print("matvec_configs: needs a CUDA GPU")
+        print("decode_kernel_configs: needs a CUDA GPU")
         return 0
-    shipped = (matvec_module.TILE_ELEMENTS, matvec_module.NUM_WARPS, matvec_module.MIN_PROGRAMS)
-    print(f"matvec configs on {torch.cuda.get_device_name()}, {args.preset}, bf16, {args.calls} calls a graph; "
-          f"shipped (tile, warps, min programs) = {shipped}")
     results = {}
+    shipped = (attention_module.BLOCK_SLOTS, attention_module.NUM_WARPS)
+    print(f"decode_attention configs on {torch.cuda.get_device_name()}, {args.preset}, bf16, {args.calls * 3} calls a "
+          f"graph (the caches outgrow L2); shipped (block slots, warps) = {shipped}")
+    for slot in (96, 160):
+        row = {}
+        for block_slots, warps in itertools.product(BLOCK_SLOTS, ATTENTION_WARPS):
+            attention_module.BLOCK_SLOTS, attention_module.NUM_WARPS = block_slots, warps
+            try:
+                row[f"{block_slots}/{warps}"] = round(graph_us_per_call(attention_calls(slot, args.calls * 3,
+                                                                                        args.preset)), 2)
+            except Exception as error:  # a config the GPU cannot launch: say so, go on
+                row[f"{block_slots}/{warps}"] = f"{type(error).__name__}: {str(error)[:120]}"
+        attention_module.BLOCK_SLOTS, attention_module.NUM_WARPS = shipped
+        timed = {key: us for key, us in row.items() if isinstance(us, float)}
+        best = min(timed, key=timed.get)
+        print(f"attention, slot {slot} of {CACHE_SLOTS}: best {best} {timed[best]} us; "
+              + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+        results[f"attention slot {slot}"] = row
+        torch.cuda.empty_cache()
+
+    shipped = (matvec_module.TILE_ELEMENTS, matvec_module.NUM_WARPS, matvec_module.MIN_PROGRAMS)
+    print(f"matvec configs, {args.calls} calls a graph; shipped (tile, warps, min programs) = {shipped}")
     for name, (rows, cols, prologue) in shapes(args.preset).items():
         megabytes = rows * cols * 2 / 1e6
         row = {"cublas": round(graph_us_per_call(calls_for(rows, cols, prologue, args.calls, "cublas")), 2)}
@@ -107,8 +147,7 @@ def main() -> int:
         timed = {key: us for key, us in row.items() if isinstance(us, float)}
         best = min(timed, key=timed.get)
         print(f"{name} ({rows}x{cols}, {prologue}, {megabytes:.1f} MB): best {best} {timed[best]} us "
-              f"({megabytes / timed[best] * 1e-3:.2f} TB/s); " + ", ".join(f"{k} {v}" for k, v in row.items()),
-              flush=True)
+              f"({megabytes / timed[best]:.2f} TB/s); " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
         results[name] = row
         torch.cuda.empty_cache()
     if args.json:
