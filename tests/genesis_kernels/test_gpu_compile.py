@@ -88,9 +88,9 @@ SCRIPT = textwrap.dedent("""
                     for name in ("residual_norm_forward_kernel", "residual_norm_backward_kernel"):
                         yield (family, "residual_norm", name, dtype,
                                dict(meta, LAYER_NORM=layer_norm, HAS_BIAS=layer_norm), warps, 2)
-                _, meta = matvec._launch(8192, 768)
-                warps = meta.pop("num_warps")
                 for gated, norm in ((False, False), (True, False), (False, True)):
+                    _, meta = matvec._launch(8192, 768, norm=norm)
+                    warps = meta.pop("num_warps")
                     yield family, "matvec", "matvec_kernel", dtype, dict(meta, GATED=gated, NORM=norm), warps, 2
                 yield (family, "decode_attention", "decode_attention_kernel", dtype,
                        dict(N_HEADS=8, GROUPS=2, BLOCK_HALF=64, BLOCK_SLOTS=decode_attention.BLOCK_SLOTS),
