@@ -39,9 +39,9 @@ _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # 0.70-0.83x SDPA's default (cuDNN) from S = 1024 to 8192; residual_norm at 946 GB/s forward (fwd+bwd 696) against
 # 1,466 (1,069) for the fallback's add + fused F.rms_norm; swiglu 1,966 (1,858) against 2,121 (2,169). The Triton
 # kernels stay the path elsewhere until a GPU of that family measures them. The decoding ops (matvec,
-# decode_attention) keep Triton on Hopper: inside deep_narrow_40's compiled decode step on an H200 (2026-11-27) the
-# projections read their weights at 1.14 TB/s against cuBLAS's 0.82, attention took 5.7 us a layer against 8.5 for
-# SDPA, and the whole model decoded 656 tokens/s against 585 on the torch path (benchmarks/README.md).
+# residual_norm_matvec, decode_attention) keep Triton on Hopper: deep_narrow_40's compiled decode step on an H200
+# (2026-11-27) ran 6 kernels a layer with them against about 11 on the torch path (cuBLAS, SDPA and Inductor's
+# kernels for the rest), and the whole model decoded 827 tokens/s against 582 (benchmarks/README.md).
 AUTO_PREFERENCE = {
     ("flash_attention", "sm_90"): "torch",
     ("residual_norm", "sm_90"): "torch",
