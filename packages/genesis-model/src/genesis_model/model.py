@@ -20,10 +20,15 @@ from genesis_kernels import (apply_rotary, decode_attention, flash_attention, ma
 from .config import ModelConfig
 
 
+def one_row(x: torch.Tensor) -> bool:
+    """Whether x holds a single row (batch-1 decoding): the case genesis_kernels' decoding ops are made for."""
+    return x.numel() == x.shape[-1]
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x @ weight.T. A single row (batch-1 decoding) goes through `genesis_kernels.matvec`, the projection kernel
-    made for one row: general matmul kernels read the weights of such a product well below the memory bandwidth."""
-    if x.numel() == x.shape[-1]:
+    """x @ weight.T. A single row goes through `genesis_kernels.matvec`, the projection kernel made for one row:
+    general matmul kernels read the weights of such a product well below the memory bandwidth."""
+    if one_row(x):
         return matvec(x, weight)
     return F.linear(x, weight)
 
@@ -157,7 +162,7 @@ class MLP(nn.Module):
 
     def down_projection(self, gate_up: torch.Tensor) -> torch.Tensor:
         """silu(gate) * up projected back to the model's width; one row (decoding) takes one kernel for both."""
-        if gate_up.numel() == gate_up.shape[-1]:
+        if one_row(gate_up):
             return matvec(gate_up, self.down.weight, gated=True)
         gate, up = gate_up.chunk(2, dim=-1)
         return self.down(swiglu(gate, up))
@@ -186,7 +191,7 @@ class Block(nn.Module):
     def attention_residual(self, x: torch.Tensor, fx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """DeepNorm's residual x <- RMSNorm(alpha * x + fx) around the attention, and the MLP's gate/up projection
         of the new x: one kernel for both when decoding one row."""
-        if x.numel() == x.shape[-1]:
+        if one_row(x):
             return residual_norm_matvec(x, fx, self.attn_norm.weight, self.mlp.gate_up.weight, alpha=self.alpha,
                                         eps=self.eps)
         x = residual_norm(x, fx, self.attn_norm.weight, alpha=self.alpha, eps=self.eps)
