@@ -43,21 +43,26 @@ NORM_NUM_WARPS = 8
 
 
 @triton.jit
+def _residual_row(X, RESIDUAL, cols, col_mask, alpha):
+    """alpha * residual + x over ``cols`` in fp32, rounded to the input dtype first (the torch path's sum is a
+    tensor of that dtype)."""
+    x = tl.load(X + cols, mask=col_mask, other=0.0)
+    h = tl.load(RESIDUAL + cols, mask=col_mask, other=0.0).to(tl.float32) * alpha + x.to(tl.float32)
+    return h.to(x.dtype).to(tl.float32)
+
+
+@triton.jit
 def matvec_kernel(X, W, Y, RESIDUAL, NORM_W, H, n_rows, n_cols, stride_w, alpha, eps, GATED: tl.constexpr,
                   NORM: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
     program = tl.program_id(0)
     rows = program.to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     row_mask = rows < n_rows
     if NORM:
-        # Every program needs the whole row's 1/rms before its first product. The sum is taken over the row as
-        # rounded to the input dtype (the torch path's alpha * residual + x is a tensor of that dtype).
+        # Every program needs the whole row's 1/rms before its first product.
         squares = tl.zeros((BLOCK_COLS,), dtype=tl.float32)
         for start in range(0, n_cols, BLOCK_COLS):
             cols = start + tl.arange(0, BLOCK_COLS)
-            col_mask = cols < n_cols
-            x = tl.load(X + cols, mask=col_mask, other=0.0)
-            h = (tl.load(RESIDUAL + cols, mask=col_mask, other=0.0).to(tl.float32) * alpha + x.to(tl.float32))
-            h = h.to(x.dtype).to(tl.float32)
+            h = _residual_row(X, RESIDUAL, cols, cols < n_cols, alpha)
             squares += h * h
         # Cast: Inductor passes Python float arguments as fp64.
         inv_rms = (1.0 / tl.sqrt(tl.sum(squares, axis=0) / n_cols + eps)).to(tl.float32)
@@ -66,27 +71,29 @@ def matvec_kernel(X, W, Y, RESIDUAL, NORM_W, H, n_rows, n_cols, stride_w, alpha,
         cols = start + tl.arange(0, BLOCK_COLS)
         col_mask = cols < n_cols
         # The weights first: theirs are the bytes that bound the kernel, so their loads go out before the row's
-        # own loads and arithmetic (a gated row computed first cost ~1.6 us a call on an H200).
+        # own loads and arithmetic (with the gated row loaded and computed first, an H200 profile of the decode
+        # step put ~1.6 us a call on the down projection over its plain version).
         w = tl.load(W + rows[:, None] * stride_w + cols[None, :], mask=row_mask[:, None] & col_mask[None, :],
                     other=0.0)
-        x = tl.load(X + cols, mask=col_mask, other=0.0)
-        if GATED:
-            gate = x.to(tl.float32)
-            up = tl.load(X + n_cols + cols, mask=col_mask, other=0.0).to(tl.float32)
-            # Rounded to the row's dtype, as the torch path's activation is before its projection.
-            x = (gate * tl.sigmoid(gate) * up).to(x.dtype)
         if NORM:
-            h = (tl.load(RESIDUAL + cols, mask=col_mask, other=0.0).to(tl.float32) * alpha + x.to(tl.float32))
-            h = h.to(x.dtype).to(tl.float32)
             norm_w = tl.load(NORM_W + cols, mask=col_mask, other=0.0).to(tl.float32)
-            x = (h * inv_rms * norm_w).to(x.dtype)
+            h = _residual_row(X, RESIDUAL, cols, col_mask, alpha)
+            x = (h * inv_rms * norm_w).to(H.dtype.element_ty)
             # The first program writes the normalized row (a mask of cols < 0 stores nothing elsewhere).
             tl.store(H + cols, x, mask=cols < tl.where(program == 0, n_cols, 0))
+        else:
+            x = tl.load(X + cols, mask=col_mask, other=0.0)
+            if GATED:
+                gate = x.to(tl.float32)
+                up = tl.load(X + n_cols + cols, mask=col_mask, other=0.0).to(tl.float32)
+                # Rounded to the row's dtype, as the torch path's activation is before its projection.
+                x = (gate * tl.sigmoid(gate) * up).to(x.dtype)
         acc += tl.sum(w.to(tl.float32) * x.to(tl.float32)[None, :], axis=1)
     tl.store(Y + rows, acc.to(Y.dtype.element_ty), mask=row_mask)
 
 
-def _launch(n_rows: int, n_cols: int, min_programs: int = MIN_PROGRAMS, norm: bool = False) -> tuple[tuple[int], dict]:
+def _launch(n_rows: int, n_cols: int, min_programs: int = MIN_PROGRAMS,
+            norm: bool = False) -> tuple[tuple[int], dict]:
     tile_elements, num_warps = (NORM_TILE_ELEMENTS, NORM_NUM_WARPS) if norm else (TILE_ELEMENTS, NUM_WARPS)
     block_cols = min(MAX_BLOCK_COLS, triton.next_power_of_2(n_cols))
     block_rows = max(1, tile_elements // block_cols)
