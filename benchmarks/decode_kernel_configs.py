@@ -100,6 +100,30 @@ def attention_calls(slot: int, n: int, preset: str) -> list:
             for c in caches]
 
 
+def sweep(module, names: tuple[str, ...], configs, make_calls, row: dict) -> tuple[str, float]:
+    """Time `make_calls()` under each config (values for `module`'s constants `names`) into `row`, the module's
+    constants restored after; returns the fastest config and its us a call."""
+    shipped = tuple(getattr(module, name) for name in names)
+    keys = []
+    try:
+        for config in configs:
+            key = "/".join(map(str, config))
+            keys.append(key)
+            for name, value in zip(names, config):
+                setattr(module, name, value)
+            try:
+                row[key] = round(graph_us_per_call(make_calls()), 2)
+            except Exception as error:  # a config the GPU cannot launch: say so, go on
+                row[key] = f"{type(error).__name__}: {str(error)[:120]}"
+    finally:
+        for name, value in zip(names, shipped):
+            setattr(module, name, value)
+        torch.cuda.empty_cache()
+    timed = {key: row[key] for key in keys if isinstance(row[key], float)}
+    best = min(timed, key=timed.get)
+    return best, timed[best]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="deep_narrow_40")
@@ -110,46 +134,30 @@ def main() -> int:
         print("decode_kernel_configs: needs a CUDA GPU")
         return 0
     results = {}
-    shipped = (attention_module.BLOCK_SLOTS, attention_module.NUM_WARPS)
+    names = ("BLOCK_SLOTS", "NUM_WARPS")
     print(f"decode_attention configs on {torch.cuda.get_device_name()}, {args.preset}, bf16, {args.calls * 3} calls a "
-          f"graph (the caches outgrow L2); shipped (block slots, warps) = {shipped}")
+          f"graph (the caches outgrow L2); shipped {'/'.join(names)} = "
+          f"{'/'.join(str(getattr(attention_module, name)) for name in names)}")
     for slot in (96, 160):
-        row = {}
-        for block_slots, warps in itertools.product(BLOCK_SLOTS, ATTENTION_WARPS):
-            attention_module.BLOCK_SLOTS, attention_module.NUM_WARPS = block_slots, warps
-            try:
-                row[f"{block_slots}/{warps}"] = round(graph_us_per_call(attention_calls(slot, args.calls * 3,
-                                                                                        args.preset)), 2)
-            except Exception as error:  # a config the GPU cannot launch: say so, go on
-                row[f"{block_slots}/{warps}"] = f"{type(error).__name__}: {str(error)[:120]}"
-        attention_module.BLOCK_SLOTS, attention_module.NUM_WARPS = shipped
-        timed = {key: us for key, us in row.items() if isinstance(us, float)}
-        best = min(timed, key=timed.get)
-        print(f"attention, slot {slot} of {CACHE_SLOTS}: best {best} {timed[best]} us; "
+        row = results[f"attention slot {slot}"] = {}
+        best, us = sweep(attention_module, names, itertools.product(BLOCK_SLOTS, ATTENTION_WARPS),
+                         lambda: attention_calls(slot, args.calls * 3, args.preset), row)
+        print(f"attention, slot {slot} of {CACHE_SLOTS}: best {best} {us} us; "
               + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
-        results[f"attention slot {slot}"] = row
-        torch.cuda.empty_cache()
 
-    shipped = (matvec_module.TILE_ELEMENTS, matvec_module.NUM_WARPS, matvec_module.MIN_PROGRAMS)
-    print(f"matvec configs, {args.calls} calls a graph; shipped (tile, warps, min programs) = {shipped}")
+    print(f"matvec configs, {args.calls} calls a graph")
     for name, (rows, cols, prologue) in shapes(args.preset).items():
+        # The norm prologue launches with its own constants.
+        names = ("NORM_TILE_ELEMENTS", "NORM_NUM_WARPS", "MIN_PROGRAMS") if prologue == "norm" \
+            else ("TILE_ELEMENTS", "NUM_WARPS", "MIN_PROGRAMS")
         megabytes = rows * cols * 2 / 1e6
-        row = {"cublas": round(graph_us_per_call(calls_for(rows, cols, prologue, args.calls, "cublas")), 2)}
-        for tile, warps, min_programs in itertools.product(TILES, WARPS, MIN_PROGRAMS):
-            matvec_module.TILE_ELEMENTS, matvec_module.NUM_WARPS, matvec_module.MIN_PROGRAMS = \
-                tile, warps, min_programs
-            try:
-                row[f"{tile}/{warps}/{min_programs}"] = round(
-                    graph_us_per_call(calls_for(rows, cols, prologue, args.calls, "triton")), 2)
-            except Exception as error:  # a config the GPU cannot launch: say so, go on
-                row[f"{tile}/{warps}/{min_programs}"] = f"{type(error).__name__}: {str(error)[:120]}"
-        matvec_module.TILE_ELEMENTS, matvec_module.NUM_WARPS, matvec_module.MIN_PROGRAMS = shipped
-        timed = {key: us for key, us in row.items() if isinstance(us, float)}
-        best = min(timed, key=timed.get)
-        print(f"{name} ({rows}x{cols}, {prologue}, {megabytes:.1f} MB): best {best} {timed[best]} us "
-              f"({megabytes / timed[best]:.2f} TB/s); " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
-        results[name] = row
-        torch.cuda.empty_cache()
+        row = results[name] = {
+            "cublas": round(graph_us_per_call(calls_for(rows, cols, prologue, args.calls, "cublas")), 2),
+            "shipped": "/".join(str(getattr(matvec_module, constant)) for constant in names)}
+        best, us = sweep(matvec_module, names, itertools.product(TILES, WARPS, MIN_PROGRAMS),
+                         lambda: calls_for(rows, cols, prologue, args.calls, "triton"), row)
+        print(f"{name} ({rows}x{cols}, {prologue}, {megabytes:.1f} MB): best {best} {us} us "
+              f"({megabytes / us:.2f} TB/s); " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
