@@ -81,21 +81,23 @@ def test_residual_norm_matvec_matches_float64_reference(rows, cols, dtype):
         residual_norm_matvec_triton(x, fx, norm_weight[:-1], weight)
 
 
-def rotary_reference(x, positions, theta=10000.0):
-    """RoPE in float64 from the angles themselves: pairs (x_i, x_{i + D/2}) rotated by position * theta^(-2i/D).
-    x: (B, heads, D); positions: (B,)."""
+def rotary_angles(positions, half, theta=10000.0):
+    """(B, 1, D/2) float64 angles position * theta^(-2i/D) of RoPE's pairs (x_i, x_{i + D/2})."""
+    return positions.double()[:, None, None] * theta ** -(torch.arange(half, dtype=torch.float64) / half)
+
+
+def rotary_reference(x, positions):
+    """RoPE in float64 from the angles themselves. x: (B, heads, D); positions: (B,)."""
     half = x.shape[-1] // 2
-    angles = positions.double()[:, None, None] * theta ** -(torch.arange(half, dtype=torch.float64) / half)
+    angles = rotary_angles(positions, half)
     x1, x2 = x.double()[..., :half], x.double()[..., half:]
     return torch.cat([x1 * angles.cos() - x2 * angles.sin(), x2 * angles.cos() + x1 * angles.sin()], dim=-1)
 
 
-def rotary_tables(positions, head_dim, theta=10000.0):
+def rotary_tables(positions, head_dim):
     """The (B, 1, D) fp32 cos/sin the op takes: sin's first half negated (the model's RotaryEmbedding layout)."""
-    half = head_dim // 2
-    angles = positions.double()[:, None, None] * theta ** -(torch.arange(half, dtype=torch.float64) / half)
-    cos = torch.cat([angles.cos(), angles.cos()], dim=-1).float()
-    return cos, torch.cat([-angles.sin(), angles.sin()], dim=-1).float()
+    angles = rotary_angles(positions, head_dim // 2)
+    return torch.cat([angles.cos()] * 2, dim=-1).float(), torch.cat([-angles.sin(), angles.sin()], dim=-1).float()
 
 
 # (batch, heads, kv heads, cache slots, slot written, head dim, left padding of the last row)
