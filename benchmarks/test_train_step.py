@@ -15,7 +15,6 @@ from benchmarks.workloads import (
     CUDA_ONLY,
     DEVICE,
     MODEL_IMPLS,
-    ON_CUDA,
     TRAIN_SHAPES,
     build_model,
     logits_of,
@@ -76,7 +75,7 @@ def test_train_step(benchmark, monkeypatch, preset, mode, impl):
     if impl in BACKEND_IMPLS:
         monkeypatch.setenv(BACKEND_ENV, BACKEND_IMPLS[impl])
     model = build_model(impl.split("-")[0], cfg).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=ON_CUDA)  # as genesis-train builds it
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as genesis-train builds it
     tokens = random_tokens(shape.batch_size, shape.seq_len + 1)
     benchmark.group = group_name(preset, mode)
     benchmark.extra_info.update(
