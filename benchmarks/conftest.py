@@ -22,6 +22,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from genesis_data.corpus import Corpus  # noqa: E402
 from genesis_data.tokenizer import load_or_train_tokenizer  # noqa: E402
+from genesis_train.allocator import retain_freed_memory  # noqa: E402
 
 from benchmarks.workloads import DEVICE, VOCAB_SIZE, device_name, device_slug  # noqa: E402
 
@@ -29,6 +30,9 @@ PYTEST_BENCHMARK_DEFAULT_STORAGE = "file://./.benchmarks"
 BASELINES = Path(__file__).resolve().parent / "baselines"
 DEVICE_NAME = device_name()
 DEVICE_STORAGE = BASELINES / device_slug(DEVICE_NAME)
+# The allocator settings genesis-train's entry point makes, for the whole run and so for every implementation alike:
+# without them each CPU training step faults its logits-sized tensors in afresh (see genesis_train/allocator.py).
+RETAINS_FREED_MEMORY = retain_freed_memory()
 
 
 def pytest_configure(config):
@@ -54,6 +58,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["device_type"] = DEVICE.type
     machine_info["torch"] = torch.__version__
     machine_info["torch_threads"] = torch.get_num_threads()
+    machine_info["retains_freed_memory"] = RETAINS_FREED_MEMORY
     if DEVICE.type == "cuda":
         machine_info["cuda"] = torch.version.cuda
 

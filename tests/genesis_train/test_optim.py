@@ -35,3 +35,26 @@ def test_weight_decay_only_on_matrices_not_embeddings_or_norms():
     decayed = {id(p) for p in opt.param_groups[0]["params"]}
     assert opt.param_groups[0]["weight_decay"] == 0.1 and opt.param_groups[1]["weight_decay"] == 0.0
     assert decayed == {id(model[1].weight)}
+
+
+def test_cpu_optimizer_is_fused_and_steps_as_the_reference_adamw():
+    cfg = TrainConfig(lr=1e-2, weight_decay=0.1)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 3))
+    reference = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 3)).double()
+    reference.load_state_dict(model.state_dict())
+    opt = build_optimizer(model, cfg)
+    assert all(group["fused"] for group in opt.param_groups)
+    # The same groups (decay on the Linear weight only) through the per-parameter loop, in float64.
+    ref_opt = torch.optim.AdamW([
+        {"params": [reference[1].weight], "weight_decay": cfg.weight_decay},
+        {"params": [reference[0].weight, reference[1].bias], "weight_decay": 0.0},
+    ], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=False)
+    tokens = torch.tensor([1, 2, 3, 7])
+    for _ in range(3):
+        for net, optimizer in ((model, opt), (reference, ref_opt)):
+            optimizer.zero_grad()
+            net(tokens).square().sum().backward()
+            optimizer.step()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q.float(), rtol=1e-5, atol=1e-6)

@@ -35,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     toml_path = args.pop("config")
     try:
         cfg = build_config(toml_path, {k: v for k, v in args.items() if k in fields_by_name()})
+        from genesis_train.allocator import retain_freed_memory
         from genesis_train.trainer import train  # heavy imports only once the options are known to be good
 
+        retain_freed_memory()
         train(cfg)
     except ConfigError as e:
         print(f"genesis-train: error: {e}", file=sys.stderr)
