@@ -12,7 +12,11 @@ formulations can flip a near-tie of an untrained model's logits, so this is repo
 
 Variants: `benchmarks/decode_variants.py` (the product first, then the formulations it patches in).
 
-    python benchmarks/decode_profile.py [--preset deep_narrow_40] [--layers 8] [--dtype bfloat16] [--json FILE]
+`--eager` profiles `generate(...)` without compiling instead, and adds the host's side: the ops that took the most
+host time per token (self time, by name) and the host time of all ops per token. Eager batch-1 decoding is bound by
+the host, on a GPU (deep_narrow_40 at 0.86x HF's eager `generate` on an H200) as on a CPU.
+
+    python benchmarks/decode_profile.py [--preset deep_narrow_40] [--layers 8] [--dtype bfloat16] [--eager] [--json FILE]
 """
 
 from __future__ import annotations
@@ -61,24 +65,41 @@ def kernel_summary(prof, tokens: int) -> dict:
     }
 
 
-def measure(lm: GenesisLM, prompt: list[int], expected: list[int]) -> dict:
+def host_summary(prof, tokens: int, top: int = 15) -> dict:
+    """Host time of every op per token (us, self time, so nested ops are not counted twice) and the `top` ops that
+    took the most of it: [calls per token, us per token]."""
+    ops = [op for op in prof.key_averages() if op.self_cpu_time_total > 0]
+    ops.sort(key=lambda op: op.self_cpu_time_total, reverse=True)
+    return {
+        "host_ops_per_token": round(sum(op.count for op in ops) / tokens, 1),
+        "host_us_per_token": round(sum(op.self_cpu_time_total for op in ops) / tokens, 1),
+        "host_ops": {op.key[:70]: [round(op.count / tokens, 2), round(op.self_cpu_time_total / tokens, 1)]
+                     for op in ops[:top]},
+    }
+
+
+def measure(lm: GenesisLM, prompt: list[int], expected: list[int], compile: bool = True) -> dict:
     start = time.perf_counter()
-    (tokens,) = generate(lm, [prompt], DECODE_NEW_TOKENS, compile=True)
+    (tokens,) = generate(lm, [prompt], DECODE_NEW_TOKENS, compile=compile)
     sync()
     first_call_s = time.perf_counter() - start
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        generate(lm, [prompt], DECODE_NEW_TOKENS, compile=True)
+        generate(lm, [prompt], DECODE_NEW_TOKENS, compile=compile)
         sync()
         times.append(time.perf_counter() - start)
     row = {"tokens_per_s": round(DECODE_NEW_TOKENS / min(times), 1), "first_call_s": round(first_call_s, 1),
            "agrees_with_eager": agreement(tokens, expected)}
-    if ON_CUDA:
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            generate(lm, [prompt], DECODE_NEW_TOKENS, compile=True)
+    if ON_CUDA or not compile:
+        activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if ON_CUDA else [ProfilerActivity.CPU]
+        with profile(activities=activities) as prof:
+            generate(lm, [prompt], DECODE_NEW_TOKENS, compile=compile)
             sync()
-        row.update(kernel_summary(prof, DECODE_NEW_TOKENS))
+        if ON_CUDA:
+            row.update(kernel_summary(prof, DECODE_NEW_TOKENS))
+        if not compile:
+            row.update(host_summary(prof, DECODE_NEW_TOKENS))
     return row
 
 
@@ -90,6 +111,7 @@ def main() -> int:
     default_variants = [name for name in VARIANTS if ON_CUDA or name not in CUDA_ONLY_VARIANTS]
     parser.add_argument("--variants", default=",".join(default_variants),
                         help=f"comma-separated, in order (default: {', '.join(default_variants)})")
+    parser.add_argument("--eager", action="store_true", help="profile generate() without compiling, with host time")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args()
     unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
@@ -101,19 +123,20 @@ def main() -> int:
     lm = GenesisLM(config).to(DEVICE, getattr(torch, args.dtype)).eval()
     prompt = random_tokens(1, DECODE_PROMPT_TOKENS)[0].tolist()
     (expected,) = generate(lm, [prompt], DECODE_NEW_TOKENS)
-    print(f"decode profile: {args.preset} with {args.layers} layers, {args.dtype} on {DEVICE}, "
+    print(f"decode profile ({'eager' if args.eager else 'compiled'}): {args.preset} with {args.layers} layers, "
+          f"{args.dtype} on {DEVICE}, "
           f"{DECODE_PROMPT_TOKENS}-token prompt, {DECODE_NEW_TOKENS} new tokens, torch {torch.__version__}")
     rows = {}
     for name in args.variants.split(","):
         try:
             with patched(**VARIANTS[name]):
-                rows[name] = measure(lm, prompt, expected)
+                rows[name] = measure(lm, prompt, expected, compile=not args.eager)
         except Exception as error:  # one failed variant should not hide the others' numbers
             rows[name] = {"error": f"{type(error).__name__}: {error}"[:300]}
         print(name, json.dumps(rows[name]), flush=True)
         if args.json:  # after every variant: a run cut short keeps what it measured
             args.json.write_text(json.dumps({"preset": args.preset, "layers": args.layers, "dtype": args.dtype,
-                                             "rows": rows}, indent=1))
+                                             "eager": args.eager, "rows": rows}, indent=1))
     return 0 if all("error" not in row for row in rows.values()) else 1
 
 

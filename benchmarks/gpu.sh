@@ -145,6 +145,9 @@ step train 45 "$PYTHON" -m genesis_train.cli --text-file "$OUT/train_text.txt" "
   --out-dir "$OUT/train" --cache-dir "$OUT/cache" --log-interval 5 --checkpoint-interval 1000 --no-progress
 # Why a compiled token costs what it does, per variant of the step.
 step decode_profile 130 "$PYTHON" benchmarks/decode_profile.py --variants "product,both: torch" --json "$OUT/decode_profile.json"
+# Where an eager token's host time goes (eager decoding ran at 0.86x HF's eager generate on an H200).
+step decode_profile_eager 40 "$PYTHON" benchmarks/decode_profile.py --eager --variants "product,both: torch" \
+  --json "$OUT/decode_profile_eager.json"
 
 SLUG="$("$PYTHON" -c 'from benchmarks.workloads import device_name, device_slug; print(device_slug(device_name()))')"
 # The whole suite took ~200 s on an H200 (2026-11-26): it gets what is left of the budget ($SUITE_FILTER narrows it).
@@ -163,7 +166,7 @@ find "$OUT/train" \( -name '*.safetensors' -o -name '*.pt' \) -delete 2>/dev/nul
 # The figures that matter, last, where a reply that carries only the end of the output still has them: the
 # suite's long report first, issue 5's decode report at the very end.
 echo "=== summary"
-for log in report decode_profile; do
+for log in report decode_profile decode_profile_eager; do
   [[ -s "$OUT/$log.log" ]] && { echo "--- $log"; cat "$OUT/$log.log"; }
 done
 for log in "$OUT"/verify_*.log; do
