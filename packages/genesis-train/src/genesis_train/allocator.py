@@ -6,7 +6,7 @@ training step allocates and frees the same large tensors every step: the logits,
 (67 MB each at tiny's 8 x 256 tokens and 8,192-word vocabulary), which the next step faults in again, page by page,
 zeroed by the kernel: ~75k page faults a tiny step on the project's 2-core machine. With both thresholds raised,
 freed blocks stay in the heap for the next step: 3k faults, the tiny step 0.47 -> 0.41 s, and `genesis-train --mode
-tiny` 4,060-4,280 -> 4,680-4,990 tokens/s. The process then keeps its peak memory between steps instead of
+tiny` 4,060-4,280 -> 4,680-4,830 tokens/s. The process then keeps its peak memory between steps instead of
 returning it, which a training process reaches again at its next step anyway.
 """
 
