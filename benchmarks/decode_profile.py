@@ -16,7 +16,8 @@ Variants: `benchmarks/decode_variants.py` (the product first, then the formulati
 host time per token (self time, by name) and the host time of all ops per token. Eager batch-1 decoding is bound by
 the host, on a GPU (deep_narrow_40 at 0.86x HF's eager `generate` on an H200) as on a CPU.
 
-    python benchmarks/decode_profile.py [--preset deep_narrow_40] [--layers 8] [--dtype bfloat16] [--eager] [--json FILE]
+    python benchmarks/decode_profile.py [--preset deep_narrow_40] [--layers 8] [--dtype bfloat16] [--eager]
+                                        [--json FILE]
 """
 
 from __future__ import annotations
@@ -124,8 +125,8 @@ def main() -> int:
     prompt = random_tokens(1, DECODE_PROMPT_TOKENS)[0].tolist()
     (expected,) = generate(lm, [prompt], DECODE_NEW_TOKENS)
     print(f"decode profile ({'eager' if args.eager else 'compiled'}): {args.preset} with {args.layers} layers, "
-          f"{args.dtype} on {DEVICE}, "
-          f"{DECODE_PROMPT_TOKENS}-token prompt, {DECODE_NEW_TOKENS} new tokens, torch {torch.__version__}")
+          f"{args.dtype} on {DEVICE}, {DECODE_PROMPT_TOKENS}-token prompt, {DECODE_NEW_TOKENS} new tokens, "
+          f"torch {torch.__version__}")
     rows = {}
     for name in args.variants.split(","):
         try:

@@ -1,10 +1,10 @@
-"""Other formulations of the compiled batch-1 decode step, patched into genesis_kernels' dispatch for one process:
-what `decode_profile.py` compares on a slice of a preset, and what test_decode.py's `genesis-compiled-torch` times
-on the whole model against HF. The product (genesis_model and genesis_kernels as they are) is the variant
-"product": on CUDA its one-row projections (the down projection with SwiGLU fused into its loads, the gate/up projection
-with the attention's residual norm) and its
-attention step (RoPE, the cache write and attention in one launch) run genesis_kernels' Triton decoding kernels
-(`matvec`, `residual_norm_matvec`, `decode_attention`) unless `AUTO_PREFERENCE` sends that GPU family to the torch path.
+"""Other formulations of the batch-1 decode step, patched into genesis_kernels' dispatch for one process: what
+`decode_profile.py` compares on a slice of a preset (compiled, or eager with `--eager`), and what test_decode.py's
+`genesis-torch` and `genesis-compiled-torch` time on the whole model against HF. The product (genesis_model and
+genesis_kernels as they are) is the variant "product": on CUDA its one-row projections (the down projection with
+SwiGLU fused into its loads, the gate/up projection with the attention's residual norm) and its attention step
+(RoPE, the cache write and attention in one launch) run genesis_kernels' Triton decoding kernels (`matvec`,
+`residual_norm_matvec`, `decode_attention`) unless `AUTO_PREFERENCE` sends that GPU family to the torch path.
 
 - "both: torch", "matvec: torch", "attention: torch": auto's preference switched to the torch path for both
   decoding ops or one of them (cuBLAS's matrix-vector kernels; RoPE, index_copy and SDPA over the whole cache
@@ -20,7 +20,7 @@ from genesis_kernels import dispatch
 
 from benchmarks.workloads import DEVICE
 
-# The decoding ops' Triton kernels run compiled on CUDA only: on a CPU "torch" is what the product does already.
+# The decoding ops' Triton kernels run on CUDA only: on a CPU "torch" is what the product does already.
 CUDA_ONLY_VARIANTS = ("both: torch", "matvec: torch", "attention: torch")
 VARIANTS = {  # in the order they run
     "product": {},
