@@ -1,5 +1,4 @@
 import pytest
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from genesis_model import ModelConfig
@@ -43,8 +42,3 @@ def tokenizer_file(tmp_path):
 @pytest.fixture
 def make_config():
     return small_config
-
-
-@pytest.fixture(autouse=True)
-def seeded():
-    torch.manual_seed(0)

@@ -5,6 +5,10 @@ import torch.nn.functional as F
 from genesis_model import MultiTaskModel
 from genesis_model.heads import CONTRASTIVE_TEMPERATURE, TRIPLET_MARGIN, masked_mean
 
+# Both sides of these comparisons run the model in float32 (the reference only averages in float64), on batches of
+# other shapes, so their difference is float32 rounding: torch's own float32 tolerances, not float64's 1e-7.
+FLOAT32 = {"atol": 1e-5, "rtol": 1.3e-6}
+
 
 def padded(lengths, vocab=97, width=None):
     """Right-padded random ids and their mask of real tokens."""
@@ -29,7 +33,7 @@ def test_masked_mean():
 def test_pooled_representation_ignores_right_padding(make_config):
     model = MultiTaskModel(make_config())
     ids, mask = padded([5, 9, 3], width=12)
-    torch.testing.assert_close(model.pooled(ids, mask).double(), pooled_reference(model, ids, mask))
+    torch.testing.assert_close(model.pooled(ids, mask).double(), pooled_reference(model, ids, mask), **FLOAT32)
 
 
 def test_lm_loss_is_mean_cross_entropy_over_labelled_tokens(make_config):
@@ -42,7 +46,7 @@ def test_lm_loss_is_mean_cross_entropy_over_labelled_tokens(make_config):
     log_probs = model.lm(ids).double().log_softmax(-1)
     keep = labels != -100
     expected = -log_probs[keep].gather(-1, labels[keep][:, None]).mean()
-    torch.testing.assert_close(out["loss"].double(), expected)
+    torch.testing.assert_close(out["loss"].double(), expected, **FLOAT32)
     assert out["tokens"].item() == keep.sum().item() == 9 + 6
 
 
