@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from genesis_kernels.dispatch import BACKEND_ENV
+from genesis_model.config import projection_shapes, train_flops_per_token
 
 from benchmarks.workloads import (
     CPU_ONLY,
@@ -20,10 +21,8 @@ from benchmarks.workloads import (
     logits_of,
     model_config,
     on_device,
-    projection_shapes,
     random_tokens,
     synchronized,
-    train_flops_per_token,
 )
 
 # (preset, mode) pairs, each one benchmark group (`train_step_<preset>`, `train_step_<mode>_<preset>`). On a GPU the

@@ -17,6 +17,7 @@ import pytest
 import torch
 from genesis_kernels import available_backends
 from genesis_model import GenesisLM, ModelConfig
+from genesis_model.config import matmul_parameters
 
 # Kernel groups: a few untimed calls first (the first calls of an op pay for fresh allocations, which would bias
 # whichever implementation of a group runs first), then 2 s of rounds: the fastest of many is the least disturbed
@@ -95,25 +96,6 @@ DECODE_NEW_TOKENS = 128
 
 def model_config(preset: str) -> ModelConfig:
     return ModelConfig.from_preset(preset, vocab_size=VOCAB_SIZE)
-
-
-def matmul_parameters(cfg) -> int:
-    """Weights that enter a matrix product once per token: every projection and the LM head (tied or not)."""
-    return sum(out * in_ for out, in_ in projection_shapes(cfg))
-
-
-def projection_shapes(cfg) -> list[tuple[int, int]]:
-    """(out, in) of every matrix a token goes through in GenesisLM, in order: the fused q/k/v, output, fused
-    gate/up and down projections of each layer, then the LM head."""
-    d, kv, m = cfg.d_model, cfg.kv_dim, cfg.d_mlp
-    return [(d + 2 * kv, d), (d, d), (2 * m, d), (d, m)] * cfg.n_layers + [(cfg.vocab_size, d)]
-
-
-def train_flops_per_token(cfg, seq_len: int) -> int:
-    """Forward + backward (3x the forward): 2 FLOPs per weight, plus causal attention's QK^T and PV, whose
-    average query sees seq_len / 2 keys: 2 * 2 * d * seq_len / 2 per layer."""
-    forward = 2 * matmul_parameters(cfg) + 2 * cfg.n_layers * cfg.d_model * seq_len
-    return 3 * forward
 
 
 def decode_bytes_per_token(cfg, bytes_per_weight: int) -> int:

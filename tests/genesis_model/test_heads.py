@@ -48,6 +48,8 @@ def test_lm_loss_is_mean_cross_entropy_over_labelled_tokens(make_config):
     expected = -log_probs[keep].gather(-1, labels[keep][:, None]).mean()
     torch.testing.assert_close(out["loss"].double(), expected, **FLOAT32)
     assert out["tokens"].item() == keep.sum().item() == 9 + 6
+    correct = (log_probs.argmax(-1) == labels)[keep]
+    assert out["accuracy"].item() == pytest.approx(correct.double().mean().item())
 
 
 def test_coherence_loss(make_config):
@@ -99,8 +101,10 @@ def test_each_task_learns_a_fixed_batch(make_config, task):
     batch = {
         "lm": {"input_ids": ids, "labels": torch.roll(ids, -1, 1).masked_fill(~mask, -100)},
         "coherence": {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([1, 0, 1, 0])},
+        # Positive row 3 - i, negative row i - 2: for no row is the negative its anchor or its positive (a row whose
+        # negative equals its positive keeps the loss at the margin however long it trains).
         "xref": {"anchor_ids": ids, "anchor_mask": mask, "positive_ids": ids.flip(0), "positive_mask": mask.flip(0),
-                 "negative_ids": ids.roll(1, 0), "negative_mask": mask.roll(1, 0)},
+                 "negative_ids": ids.roll(2, 0), "negative_mask": mask.roll(2, 0)},
         "paraphrase": {"a_ids": ids, "a_mask": mask, "b_ids": ids.roll(1, 1), "b_mask": mask},
     }[task] | {"task": task}
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -111,7 +115,7 @@ def test_each_task_learns_a_fixed_batch(make_config, task):
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
+    assert losses[-1] <= 0.5 * losses[0]  # <=: a triplet batch may start (and stay) with every margin met, at 0
 
 
 def test_unknown_task_is_named(make_config):

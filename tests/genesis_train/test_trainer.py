@@ -1,3 +1,4 @@
+import math
 import shutil
 
 import pytest
@@ -14,7 +15,7 @@ def test_short_training_lowers_validation_loss(quick_config):
     cfg = quick_config(steps=80, eval_interval=40)
     result = train(cfg, log=lambda *_: None)
     records = read_metrics(cfg.run_dir / "metrics.jsonl")
-    first, last = records[0]["val_loss"], result["val_loss"]
+    first, last = records[0]["val_loss_lm"], result["val_loss"]
     assert records[0]["step"] == 0 and records[-1]["step"] == 80
     # The untrained model sits above ln(512) = 6.2 nats; 80 steps reach the unigram statistics and beyond
     # (seen: 6.5 -> 5.3 in 60 steps). More than one nat down is a model that learned, not noise.
@@ -61,3 +62,35 @@ def test_resume_with_another_shape_is_refused(quick_config):
     other = quick_config(steps=4, mode="small", out_dir=cfg.out_dir, resume=True, gradient_checkpointing=True)
     with pytest.raises(ConfigError, match="--resume: .*another shape"):
         Trainer(other, log=lambda *_: None)
+
+
+def test_every_evaluation_reports_each_task_and_every_measure_is_logged(quick_config):
+    cfg = quick_config(steps=4, log_interval=2, eval_interval=2, eval_batches=2, checkpoint_interval=4,
+                       alignment_every=2, alignment_verses=40, concepts="builtin", concepts_every=4,
+                       detect_grokking=True, grokking_window=4, grokking_span=2, tensorboard="on")
+    trainer = Trainer(cfg, log=lambda *_: None)
+    assert set(trainer.val_batches) == {"lm", "coherence", "paraphrase"}  # no cross references given
+    trainer.fit()
+    records = {r["step"]: r for r in read_metrics(cfg.run_dir / "metrics.jsonl")}
+    assert sorted(records) == [0, 2, 4]
+    for task in ("lm", "coherence", "paraphrase"):
+        assert records[4][f"val_loss_{task}"] > 0 and 0 <= records[4][f"val_accuracy_{task}"] <= 1
+    assert records[4]["val_ppl_lm"] == pytest.approx(math.exp(records[4]["val_loss_lm"]))
+    for step in (0, 2, 4):  # measured at initialization and at their intervals
+        assert records[step]["weight_norm"] > 0 and records[step]["alignment_ratio"] > 0
+    assert "concepts_silhouette" in records[0] and "concepts_silhouette" not in records[2]
+    assert -1 <= records[4]["concepts_silhouette"] <= 1 and -1 <= records[4]["concepts_silhouette_shuffled"] <= 1
+    assert records[4]["grad_norm"] > 0 and 0 < records[4]["mfu"] < 1
+    assert len([k for k in records[4] if k.startswith("weight_norm_block_")]) == 6  # tiny has 6 blocks
+    assert list((cfg.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_grad_norm_is_the_global_norm_before_clipping(quick_config):
+    trainer = Trainer(quick_config(steps=1, grad_clip=1e-6), log=lambda *_: None)
+    state = trainer.sampler.state_dict()
+    trainer.model(next(trainer.sampler))["loss"].backward()  # the same batch, by hand
+    expected = torch.cat([p.grad.double().flatten() for p in trainer.model.parameters() if p.grad is not None]).norm()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.sampler.load_state_dict(state)
+    numbers, _ = trainer.train_step()
+    assert numbers["grad_norm"][0].item() == pytest.approx(expected.item(), rel=1e-5)  # not the clipped 1e-6

@@ -132,6 +132,26 @@ PRESET_FIELDS: dict[str, dict] = {
 PRESETS: dict[str, ModelConfig] = {name: ModelConfig(**fields) for name, fields in PRESET_FIELDS.items()}
 
 
+# -- work per token ----------------------------------------------------------------------------------------------
+def matmul_parameters(cfg: ModelConfig) -> int:
+    """Weights that enter a matrix product once per token: every projection and the LM head (tied or not)."""
+    return sum(out * in_ for out, in_ in projection_shapes(cfg))
+
+
+def projection_shapes(cfg: ModelConfig) -> list[tuple[int, int]]:
+    """(out, in) of every matrix a token goes through in GenesisLM, in order: the fused q/k/v, output, fused
+    gate/up and down projections of each layer, then the LM head."""
+    d, kv, m = cfg.d_model, cfg.kv_dim, cfg.d_mlp
+    return [(d + 2 * kv, d), (d, d), (2 * m, d), (d, m)] * cfg.n_layers + [(cfg.vocab_size, d)]
+
+
+def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
+    """Forward + backward (3x the forward): 2 FLOPs per weight, plus causal attention's QK^T and PV, whose
+    average query sees seq_len / 2 keys: 2 * 2 * d * seq_len / 2 per layer."""
+    forward = 2 * matmul_parameters(cfg) + 2 * cfg.n_layers * cfg.d_model * seq_len
+    return 3 * forward
+
+
 # -- training memory estimate -----------------------------------------------------------------------------------
 GiB = 1024**3
 ADAMW_BYTES_PER_PARAM = 8  # two fp32 moments

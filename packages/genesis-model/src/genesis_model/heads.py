@@ -5,7 +5,8 @@ the real tokens of each row. Rows are right-padded and attention is causal, so r
 padding and no attention mask is needed; the mask only selects which positions enter the mean.
 
 Tasks (batch["task"]) and their losses:
-- "lm": next-token cross-entropy through the tied LM head; labels -100 are ignored.
+- "lm": next-token cross-entropy through the tied LM head; labels -100 are ignored. Its accuracy is the share of
+  labelled tokens whose argmax is the label.
 - "coherence": one logit per sequence (do these verses follow each other?), binary cross-entropy.
 - "xref": cross-reference embeddings, triplet loss with cosine distance (anchor closer to positive than to
   negative by TRIPLET_MARGIN).
@@ -71,7 +72,10 @@ class MultiTaskModel(nn.Module):
     def lm_loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict:
         logits = self.lm(input_ids)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
-        return {"loss": loss, "tokens": (labels != -100).sum()}
+        labelled = labels != -100
+        correct = (logits.detach().argmax(-1) == labels) & labelled
+        tokens = labelled.sum()
+        return {"loss": loss, "tokens": tokens, "accuracy": correct.sum() / tokens.clamp(min=1)}
 
     def coherence_loss(self, input_ids, attention_mask, labels) -> dict:
         logit = self.coherence_head(self.pooled(input_ids, attention_mask)).squeeze(-1).float()

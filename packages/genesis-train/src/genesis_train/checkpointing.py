@@ -60,11 +60,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, tokenizer_file: Path | None,
-                    train_state: dict[str, Any], cfg: TrainConfig) -> Path:
+                    train_state: dict[str, Any], cfg: TrainConfig, name: str | None = None) -> Path:
+    """Writes `checkpoints/step-<step>/`, or `checkpoints/<name>/` for a kept checkpoint (e.g. a grokking event's),
+    which neither counts among the last K nor is ever pruned."""
     root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:08d}"
-    tmp = root / f".step-{step:08d}.tmp"
+    name = name or f"step-{step:08d}"
+    final = root / name
+    tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         save_pretrained(model, tmp, tokenizer_file=tokenizer_file)

@@ -1,4 +1,5 @@
-"""`genesis-train`: every TrainConfig field is an option; a TOML file (--config) sets defaults under them."""
+"""`genesis-train`: every TrainConfig field is an option; a TOML file (--config) sets defaults under them.
+`genesis-train plot RUN_DIR` draws a run's metrics (genesis_train.plot)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="genesis-train",
         description="Train a Genesis (Micro-Llama) model on Bible text. Precedence: defaults < --config TOML < "
                     "command-line options. Without --bible-dir or --text-file the built-in public-domain corpus "
-                    "(ASV, KJV, WEB from the pythonbible packages) is used, offline.",
+                    "(ASV, KJV, WEB from the pythonbible packages) is used, offline. "
+                    "`genesis-train plot RUN_DIR` writes RUN_DIR/plot.png from the run's metrics.",
     )
     parser.add_argument("--config", metavar="TOML", help="TOML file of options (e.g. configs/cpu.toml)")
     for f in dataclasses.fields(TrainConfig):
@@ -25,11 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         else:
-            parser.add_argument(flag, type=kind, metavar=f.name.upper(), choices=f.metadata.get("choices"), **kwargs)
+            # A field with a `const` may be given bare (--tensorboard, --concepts) to mean that value.
+            bare = {"nargs": "?", "const": f.metadata["const"]} if "const" in f.metadata else {}
+            parser.add_argument(flag, type=kind, metavar=f.name.upper(), choices=f.metadata.get("choices"),
+                                **bare, **kwargs)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plot"]:
+        from genesis_train.plot import main as plot_main
+
+        return plot_main(argv[1:])
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     toml_path = args.pop("config")

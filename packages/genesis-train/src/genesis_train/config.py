@@ -73,6 +73,29 @@ class TrainConfig:
     keep_checkpoints: int = _opt(3, "how many recent checkpoints to keep")
     resume: bool = _opt(False, "continue from the latest checkpoint in out_dir")
     progress: bool = _opt(True, "show a progress line on the terminal")
+    tensorboard: str = _opt("auto", "TensorBoard event files in the run directory: auto (when tensorboard is "
+                            "installed), on, off; a bare --tensorboard means on", choices=("auto", "on", "off"),
+                            const="on")
+    # research measures (README: "Watching a run")
+    detect_grokking: bool = _opt(False, "watch a validation series for grokking: a plateau while the model "
+                                 "memorizes, then a sharp drop; events go to events.jsonl with a kept checkpoint")
+    grokking_metric: str = _opt("val_loss_lm", "the validation series the detector watches (any val_* metric, "
+                                "e.g. val_accuracy_lm; accuracies are read as errors)")
+    grokking_window: int = _opt(1000, "steps the series must stay on a plateau before a drop counts")
+    grokking_threshold: float = _opt(0.10, "relative improvement below the plateau's level that counts as a drop")
+    grokking_span: int = _opt(500, "the drop must happen within this many steps after the plateau's end")
+    grokking_tolerance: float = _opt(0.05, "a plateau: no point more than this (relative) below the window's "
+                                     "starting level")
+    grokking_memorization: float = _opt(0.5, "memorization before the drop: the train series at most this times "
+                                        "the validation series (checked when the train series is logged)")
+    alignment_every: int = _opt(0, "steps between cross-translation alignment measures (Procrustes distance of "
+                                "held-out verses in two translations against a shuffled baseline); 0: off")
+    alignment_pair: str = _opt("", "the two translations to align, as NAME,NAME (see genesis-data stats); "
+                               "default: an English and a German one if present, else the first two")
+    alignment_verses: int = _opt(512, "held-out verses the alignment embeds (in each translation)")
+    concepts: str | None = _opt(None, "concept clustering: a TOML file of word groups; a bare --concepts uses "
+                                "the built-in groups (names of God, love/mercy, sin/iniquity, ...)", const="builtin")
+    concepts_every: int = _opt(500, "steps between concept clustering measures (with --concepts)")
 
     @property
     def run_dir(self) -> Path:
@@ -87,6 +110,10 @@ class TrainConfig:
         return {"lm": self.task_lm, "coherence": self.task_coherence, "xref": self.task_xref,
                 "paraphrase": self.task_paraphrase}
 
+    @property
+    def alignment_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.alignment_pair.split(",") if name.strip())
+
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
@@ -94,7 +121,8 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(f.name)} must be one of {', '.join(choices)}, "
                                   f"got {getattr(self, f.name)!r}")
         positive = ["steps", "batch_size", "grad_accum", "vocab_size", "log_interval", "eval_interval",
-                    "eval_batches", "checkpoint_interval", "keep_checkpoints"]
+                    "eval_batches", "checkpoint_interval", "keep_checkpoints", "grokking_window", "grokking_span",
+                    "alignment_verses", "concepts_every"]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer, got {getattr(self, name)}")
@@ -107,6 +135,24 @@ class TrainConfig:
         if any(w < 0 for w in self.task_weights.values()) or sum(self.task_weights.values()) <= 0:
             raise ConfigError("task weights (--task-lm, --task-coherence, --task-xref, --task-paraphrase) must be "
                               ">= 0 with a positive sum")
+        for name in ("grokking_threshold", "grokking_tolerance", "grokking_memorization"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(f"--{_flag(name)} must be a fraction between 0 and 1 (exclusive), "
+                                  f"got {getattr(self, name)}")
+        if self.detect_grokking and self.grokking_window < self.eval_interval * 2:
+            raise ConfigError(f"--grokking-window {self.grokking_window} must span at least two evaluations "
+                              f"(2 x --eval-interval = {2 * self.eval_interval} steps)")
+        if self.detect_grokking and self.grokking_span < self.eval_interval:
+            raise ConfigError(f"--grokking-span {self.grokking_span} is shorter than --eval-interval "
+                              f"{self.eval_interval}: a drop could never be seen within it")
+        if self.alignment_every < 0:
+            raise ConfigError(f"--alignment-every must be >= 0 (0 turns it off), got {self.alignment_every}")
+        if self.alignment_pair and len(self.alignment_names) != 2:
+            raise ConfigError(f"--alignment-pair must be two translation names as NAME,NAME, got "
+                              f"{self.alignment_pair!r}")
+        if self.concepts not in (None, "builtin") and not Path(self.concepts).is_file():
+            raise ConfigError(f"--concepts: {self.concepts} does not exist (give a TOML file of word groups, or "
+                              f"--concepts alone for the built-in groups)")
         if self.bible_dir and self.text_file:
             raise ConfigError("give either --bible-dir or --text-file, not both")
         for name in ("bible_dir", "text_file", "cross_references"):

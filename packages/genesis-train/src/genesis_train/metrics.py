@@ -1,4 +1,5 @@
-"""Metrics of a run: one JSON object a line in `<run>/metrics.jsonl`, and a progress line on the terminal."""
+"""Metrics of a run: one JSON object a line in `<run>/metrics.jsonl` (the source of truth), events in
+`<run>/events.jsonl`, the same numbers as TensorBoard scalars when it is on, and a progress line on the terminal."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 
-class MetricsLog:
-    """Appends records to metrics.jsonl. On resume, records past the resumed step are dropped first, so
-    the file tells one consistent history even after a crash between a log line and a checkpoint."""
+class JsonLinesLog:
+    """Appends records (each with a "step") to a JSON-lines file. On resume, records past the resumed step are
+    dropped first, so the file tells one consistent history even after a crash between a line and a checkpoint."""
 
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = path
@@ -30,6 +31,62 @@ class MetricsLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+class TensorBoardLog:
+    """Every numeric value of a record as a scalar, events as text, under `<run>/tensorboard/`."""
+
+    def __init__(self, log_dir: Path, resume_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step hides what an interrupted run wrote past the checkpoint it resumes from.
+        self.writer = SummaryWriter(str(log_dir), purge_step=None if resume_step is None else resume_step + 1)
+
+    def write(self, record: dict[str, Any]) -> None:
+        step = record["step"]
+        if "event" in record:
+            self.writer.add_text(f"events/{record['event']}", json.dumps(record), step)
+            return
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class RunLog:
+    """Where a run's numbers go: metrics.jsonl, events.jsonl (events also as metrics lines) and TensorBoard."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None = None):
+        self.metrics = JsonLinesLog(run_dir / "metrics.jsonl", resume_step)
+        self.events = JsonLinesLog(run_dir / "events.jsonl", resume_step)
+        self.tensorboard = TensorBoardLog(run_dir / "tensorboard", resume_step) if tensorboard else None
+
+    @property
+    def path(self) -> Path:
+        return self.metrics.path
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.metrics.write(record)
+        if "event" in record:
+            self.events.write(record)
+        if self.tensorboard:
+            self.tensorboard.write(record)
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.events.close()
+        if self.tensorboard:
+            self.tensorboard.close()
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

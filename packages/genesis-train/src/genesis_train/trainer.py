@@ -1,6 +1,8 @@
 """The training loop: data -> model -> loss -> backward -> AdamW + schedule -> metrics, evaluation, checkpoints.
 
-Each batch holds one task (drawn by the sampler's weights); with gradient accumulation a step mixes tasks.
+Each batch holds one task (drawn by the sampler's weights); with gradient accumulation a step mixes tasks. Measures
+(weight norms, grokking detection, alignment, concept clustering) are callbacks (`genesis_train.callbacks`); their
+numbers join the step's record.
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ from genesis_data.corpus import Corpus
 from genesis_data.sampler import MultiTaskSampler
 from genesis_data.tokenizer import load_or_train_tokenizer
 from genesis_model import PRESETS, CheckpointError, GenesisTokenizer, ModelConfig, MultiTaskModel
+from genesis_model.config import train_flops_per_token
+from genesis_train.callbacks import Callback, inference
+from genesis_train.callbacks.alignment import CrossTranslationAlignment
+from genesis_train.callbacks.concepts import ConceptClustering
+from genesis_train.callbacks.grokking import GrokkingCallback, GrokkingRule
+from genesis_train.callbacks.norms import WeightNorms
 from genesis_train.checkpointing import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from genesis_train.config import ConfigError, TrainConfig
-from genesis_train.metrics import MetricsLog, Progress
+from genesis_train.metrics import Progress, RunLog, tensorboard_available
+from genesis_train.mfu import peak_flops
 from genesis_train.optim import build_optimizer, build_scheduler
 
 Batch = dict[str, Any]
@@ -105,10 +114,20 @@ class Trainer:
             self.step = state["step"]
             self.log(f"resumed from {resume_from} at step {self.step}")
         self.forward = torch.compile(self.model) if cfg.compile else self.model
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", resume_step=self.step if resume_from else None)
+        self.callbacks = self._build_callbacks(cfg)
+        if resume_from is not None:
+            saved = state.get("callbacks", {})
+            for callback in self.callbacks:
+                if callback.name in saved:  # a measure switched on only now starts fresh
+                    callback.load_state_dict(saved[callback.name])
+        if cfg.tensorboard == "on" and not tensorboard_available():
+            raise ConfigError("--tensorboard on: the tensorboard package is not installed "
+                              "(pip install 'genesis-train[tensorboard]', or --tensorboard off)")
+        self.run_log = RunLog(self.run_dir, tensorboard=cfg.tensorboard != "off" and tensorboard_available(),
+                              resume_step=self.step if resume_from else None)
 
     def _setup_data(self, cfg: TrainConfig) -> None:
-        corpus = load_corpus(cfg)
+        self.corpus = corpus = load_corpus(cfg)
         self.tokenizer_file = load_or_train_tokenizer(corpus, kind=cfg.tokenizer, vocab_size=cfg.vocab_size,
                                                       cache_dir=cfg.cache_path)
         vocab = GenesisTokenizer.from_file(self.tokenizer_file).vocab_size
@@ -125,42 +144,100 @@ class Trainer:
                                         weights=cfg.task_weights, seed=cfg.seed,
                                         cross_references=Path(cfg.cross_references) if cfg.cross_references else None,
                                         cache_dir=cfg.cache_path)
-        self.val_batches = [to_device(b, self.device) for b in self.sampler.validation_batches(cfg.eval_batches)]
+        self.val_batches = {task: [to_device(b, self.device) for b in self.sampler.validation_batches(cfg.eval_batches,
+                                                                                                     task=task)]
+                            for task in self.sampler.validation_tasks}
+
+    def validation_metrics(self) -> list[str]:
+        """The names an evaluation reports."""
+        names = [f"val_{kind}_{task}" for task in self.val_batches for kind in ("loss", "accuracy")]
+        return names + (["val_ppl_lm"] if "lm" in self.val_batches else [])
+
+    def _build_callbacks(self, cfg: TrainConfig) -> list[Callback]:
+        """The measures the configuration switches on; each checks its options here, before any training."""
+        callbacks: list[Callback] = [WeightNorms()]
+        if cfg.detect_grokking:
+            if cfg.grokking_metric not in self.validation_metrics():
+                raise ConfigError(f"--grokking-metric {cfg.grokking_metric!r} is not a validation metric of this run; "
+                                  f"choose one of {', '.join(self.validation_metrics())}")
+            callbacks.append(GrokkingCallback(GrokkingRule(
+                metric=cfg.grokking_metric, window=cfg.grokking_window, threshold=cfg.grokking_threshold,
+                span=cfg.grokking_span, tolerance=cfg.grokking_tolerance, memorization=cfg.grokking_memorization)))
+        if cfg.alignment_every:
+            pair = self._alignment_pair(cfg)
+            try:
+                verses = self.sampler.parallel_verses(*pair, cfg.alignment_verses)
+            except ValueError as e:
+                raise ConfigError(f"--alignment-pair: {e}") from e
+            callbacks.append(CrossTranslationAlignment(pair, verses, every=cfg.alignment_every,
+                                                       batch_size=4 * cfg.batch_size, seed=cfg.seed))
+        if cfg.concepts:
+            callbacks.append(ConceptClustering(None if cfg.concepts == "builtin" else Path(cfg.concepts), self.corpus,
+                                               self.tokenizer_file, every=cfg.concepts_every, seed=cfg.seed))
+        return callbacks
+
+    def _alignment_pair(self, cfg: TrainConfig) -> tuple[str, str]:
+        languages = self.sampler.translation_languages
+        if cfg.alignment_names:
+            missing = [name for name in cfg.alignment_names if name not in languages]
+            if missing:
+                raise ConfigError(f"--alignment-pair: {', '.join(missing)} is not a translation of the corpus; "
+                                  f"choose from {', '.join(languages)}")
+            return cfg.alignment_names
+        if len(languages) < 2:
+            raise ConfigError("--alignment-every needs two translations; the corpus has one (use --bible-dir or the "
+                              "built-in corpus, or --alignment-every 0)")
+        english = [name for name, language in languages.items() if language == "en"]
+        german = [name for name, language in languages.items() if language == "de"]
+        if english and german:
+            return english[0], german[0]
+        names = list(languages)
+        return names[0], names[1]
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    @torch.no_grad()
-    def evaluate(self) -> float:
-        self.model.eval()
-        with self.autocast():
-            losses = [float(self.forward(b)["loss"]) for b in self.val_batches]
-        self.model.train()
-        return sum(losses) / len(losses)
+    def evaluate(self) -> dict[str, float]:
+        """Held-out loss and accuracy of every task (the mean over its validation batches), and LM perplexity."""
+        t0 = time.perf_counter()
+        record: dict[str, float] = {}
+        with inference(self):
+            for task, batches in self.val_batches.items():
+                outputs = [self.forward(b) for b in batches]
+                for kind in ("loss", "accuracy"):
+                    record[f"val_{kind}_{task}"] = torch.stack([o[kind] for o in outputs]).float().mean().item()
+        if "val_loss_lm" in record:
+            record["val_ppl_lm"] = math.exp(record["val_loss_lm"])
+        record["eval_seconds"] = time.perf_counter() - t0
+        return record
 
     def train_step(self) -> tuple[dict[str, list[torch.Tensor]], int]:
-        # Losses stay on the device until a log line needs them: no host sync per micro-batch.
-        task_losses: dict[str, list[torch.Tensor]] = defaultdict(list)
+        """One optimizer step; returns its numbers by name (`loss_<task>`, `accuracy_<task>`, `grad_norm`), kept on
+        the device until a log line needs them (no host sync per micro-batch), and the tokens it read."""
+        numbers: dict[str, list[torch.Tensor]] = defaultdict(list)
         tokens = 0
         for _ in range(self.cfg.grad_accum):
             batch = next(self.sampler)
             tokens += count_tokens(batch)
             with self.autocast():
-                loss = self.forward(to_device(batch, self.device))["loss"]
-            self.scaler.scale(loss / self.cfg.grad_accum).backward()
-            task_losses[batch["task"]].append(loss.detach())
-        if self.cfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+                out = self.forward(to_device(batch, self.device))
+            self.scaler.scale(out["loss"] / self.cfg.grad_accum).backward()
+            for kind in ("loss", "accuracy"):
+                numbers[f"{kind}_{batch['task']}"].append(out[kind].detach())
+        self.scaler.unscale_(self.optimizer)
+        # Clipping computes the global gradient norm; with clipping off, an infinite bound only measures it.
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        numbers["grad_norm"].append(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        return task_losses, tokens
+        return numbers, tokens
 
-    def save(self) -> Path:
+    def save(self, name: str | None = None) -> Path:
+        """A checkpoint of the whole train state: `step-<step>` (kept among the last K), or `name` (kept always)."""
         state = {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
@@ -168,8 +245,19 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "rng": rng_state(),
+            "callbacks": {callback.name: callback.state_dict() for callback in self.callbacks},
         }
-        return save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer_file, state, self.cfg)
+        return save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer_file, state, self.cfg, name=name)
+
+    def record_event(self, event: dict[str, Any]) -> None:
+        """An event (e.g. grokking) as a line of metrics.jsonl and events.jsonl, and as TensorBoard text."""
+        self.run_log.write(event)
+
+    def _run_callbacks(self, hook: str, record: dict[str, Any]) -> None:
+        for callback in self.callbacks:
+            numbers = getattr(callback, hook)(self, self.step, record)
+            if numbers:
+                record.update(numbers)
 
     def _due(self, interval: int) -> bool:
         """Periodic work happens every `interval` steps and at the last step."""
@@ -181,45 +269,67 @@ class Trainer:
         self.log(f"{cfg.mode}: {n_params / 1e6:.2f}M parameters, {self.device} {str(self.dtype).removeprefix('torch.')}, "
                  f"tasks {', '.join(self.sampler.tasks)}, run dir {self.run_dir}")
         self.model.train()
+        peak, peak_source = peak_flops(self.device, self.dtype)
+        flops_per_token = train_flops_per_token(self.model.config, self.sampler.block_size)
+        self.log(f"MFU against the {peak_source} peak of {peak / 1e12:.3g} TFLOP/s "
+                 f"({flops_per_token / 1e6:.1f} MFLOP a token)")
+        for callback in self.callbacks:
+            callback.on_train_start(self)
+        last_val: dict[str, Any] = {}
         if self.step == 0:
-            first_val = self.evaluate()
-            self.metrics.write({"step": 0, "val_loss": first_val})
+            last_val = {"step": 0, **self.evaluate()}
+            self._run_callbacks("on_evaluate", last_val)
+            self._run_callbacks("on_step_end", last_val)  # the measures' values at initialization
+            self.run_log.write(last_val)
         progress = Progress(cfg.steps, start=self.step, enabled=cfg.progress)
         window: dict[str, list[torch.Tensor]] = defaultdict(list)
         window_tokens, window_t0 = 0, time.perf_counter()
-        last_val = None if self.step < cfg.steps else self.evaluate()
         try:
             while self.step < cfg.steps:
-                task_losses, tokens = self.train_step()
+                numbers, tokens = self.train_step()
                 self.step += 1
-                for task, values in task_losses.items():
-                    window[task].extend(values)
+                for name, values in numbers.items():
+                    window[name].extend(values)
                 window_tokens += tokens
                 record: dict[str, Any] = {}
                 if self._due(cfg.log_interval):
                     elapsed = time.perf_counter() - window_t0
-                    record = {f"loss_{t}": torch.stack(v).float().mean().item() for t, v in window.items()}
-                    record.update(lr=self.scheduler.get_last_lr()[0], tokens_per_s=window_tokens / elapsed)
+                    record = {name: torch.stack(v).float().mean().item() for name, v in window.items()}
+                    tokens_per_s = window_tokens / elapsed
+                    record.update(lr=self.scheduler.get_last_lr()[0], tokens_per_s=tokens_per_s,
+                                  mfu=tokens_per_s * flops_per_token / peak)
                     window.clear()
                     window_tokens, window_t0 = 0, time.perf_counter()
                 if self._due(cfg.eval_interval):
-                    last_val = record["val_loss"] = self.evaluate()
+                    record.update(self.evaluate())
+                    self._run_callbacks("on_evaluate", record)
+                    last_val = {"step": self.step, **record}
+                self._run_callbacks("on_step_end", record)
                 if record:
-                    self.metrics.write({"step": self.step, **record})
-                    shown = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in record.items()
-                                     if k.startswith("loss_") or k == "val_loss")
-                    if "tokens_per_s" in record:
-                        shown += f" | {record['tokens_per_s']:,.0f} tok/s"
-                    progress.update(self.step, shown)
+                    self.run_log.write({"step": self.step, **record})
+                    progress.update(self.step, progress_text(record))
                 if self._due(cfg.checkpoint_interval):
                     self.save()
         finally:
             progress.close()
-            self.metrics.close()
+            self.run_log.close()
+        if not last_val:  # resumed at the last step: nothing was evaluated in this process
+            last_val = {"step": self.step, **self.evaluate()}
         final = latest_checkpoint(self.run_dir)
-        self.log(f"done: val loss {last_val:.3f} at step {self.step}; checkpoint {final}; "
-                 f"metrics {self.metrics.path}")
-        return {"step": self.step, "val_loss": last_val, "checkpoint": final}
+        val_loss = last_val.get("val_loss_lm")
+        shown = f"val loss {val_loss:.3f}" if val_loss is not None else "no LM validation"
+        self.log(f"done: {shown} at step {self.step}; checkpoint {final}; metrics {self.run_log.path}")
+        return {"step": self.step, "val_loss": val_loss, "validation": last_val, "checkpoint": final}
+
+
+def progress_text(record: dict[str, Any]) -> str:
+    """The progress line's numbers: train losses by task, validation losses, throughput."""
+    shown = [f"{k.removeprefix('loss_')} {v:.3f}" for k, v in record.items() if k.startswith("loss_")]
+    shown += [f"{k.removeprefix('val_loss_')} val {v:.3f}" for k, v in record.items() if k.startswith("val_loss_")]
+    text = " ".join(shown)
+    if "tokens_per_s" in record:
+        text += f" | {record['tokens_per_s']:,.0f} tok/s, MFU {100 * record['mfu']:.1f}%"
+    return text
 
 
 def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
