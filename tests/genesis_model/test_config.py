@@ -12,6 +12,7 @@ SEED_SHAPES = {
     "deep_narrow_32": (32, 640, 10), "deep_narrow_40": (40, 768, 12), "deep_narrow_48": (48, 896, 14),
     "deep_narrow_60": (60, 768, 12), "theos_small": (80, 1024, 16), "deep_narrow_100": (100, 1024, 16),
     "microscope": (12, 768, 12), "tower_of_truth": (144, 288, 12), "high_res_arbiter": (24, 1024, 16),
+    "grokking": (2, 128, 4),  # the algorithmic task's transformer
 }
 
 

@@ -30,18 +30,22 @@ def _weights(trainer):
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
-def test_resume_continues_the_exact_same_run(quick_config, tmp_path):
-    straight = Trainer(quick_config(steps=6, checkpoint_interval=3, out_dir=str(tmp_path / "a")), log=lambda *_: None)
+@pytest.mark.parametrize("grokfast", [False, True], ids=["plain", "grokfast"])
+def test_resume_continues_the_exact_same_run(quick_config, tmp_path, grokfast):
+    options = dict(steps=6, checkpoint_interval=3, grokfast=grokfast)
+    straight = Trainer(quick_config(out_dir=str(tmp_path / "a"), **options), log=lambda *_: None)
     straight.fit()
     reference = _weights(straight)
 
-    cfg = quick_config(steps=6, checkpoint_interval=3, out_dir=str(tmp_path / "b"))
+    cfg = quick_config(out_dir=str(tmp_path / "b"), **options)
     Trainer(cfg, log=lambda *_: None).fit()
     # pretend the run died after step 3: drop the later checkpoint, then resume from step 3
     shutil.rmtree(list_checkpoints(cfg.run_dir)[-1])
     cfg.resume = True
     resumed = Trainer(cfg, log=lambda *_: None)
     assert resumed.step == 3
+    if grokfast:  # the filter's EMA came back with the checkpoint
+        assert resumed.grokfast.ema and all(h.abs().sum() > 0 for h in resumed.grokfast.ema.values())
     resumed.fit()
     for name, tensor in _weights(resumed).items():
         torch.testing.assert_close(tensor, reference[name], rtol=0, atol=0, msg=name)
@@ -94,3 +98,11 @@ def test_grad_norm_is_the_global_norm_before_clipping(quick_config):
     trainer.sampler.load_state_dict(state)
     numbers, _ = trainer.train_step()
     assert numbers["grad_norm"][0].item() == pytest.approx(expected.item(), rel=1e-5)  # not the clipped 1e-6
+
+
+def test_grokfast_changes_the_trajectory(quick_config, tmp_path):
+    plain = Trainer(quick_config(steps=3, out_dir=str(tmp_path / "a")), log=lambda *_: None)
+    plain.fit()
+    filtered = Trainer(quick_config(steps=3, out_dir=str(tmp_path / "b"), grokfast=True), log=lambda *_: None)
+    filtered.fit()
+    assert not torch.equal(plain.model.lm.embed.weight, filtered.model.lm.embed.weight)

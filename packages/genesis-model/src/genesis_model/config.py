@@ -114,6 +114,8 @@ class ModelConfig:
 PRESET_FIELDS: dict[str, dict] = {
     "tiny": dict(d_model=256, n_layers=6, n_heads=4, max_seq_len=256),
     "small": dict(d_model=512, n_layers=8, n_heads=8, max_seq_len=512),
+    # The grokking experiments' transformer (Nanda et al. 2023 used one layer of width 128; Power et al. two).
+    "grokking": dict(d_model=128, n_layers=2, n_heads=4, max_seq_len=16),
     **{
         name: dict(d_model=width, n_layers=layers, n_heads=heads, max_seq_len=1024)
         for name, (layers, width, heads) in {

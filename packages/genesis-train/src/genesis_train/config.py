@@ -25,6 +25,7 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 TOKENIZERS = ("bpe", "char")
+DATASETS = ("bible", "modular")
 
 
 @dataclass
@@ -35,6 +36,11 @@ class TrainConfig:
                               choices=("deepnorm", "prenorm"))
     gradient_checkpointing: bool = _opt(False, "recompute block activations in the backward pass to save memory")
     # data
+    dataset: str = _opt("bible", "what to train on: bible (translations, the four tasks) or modular (a op b mod p, "
+                        "the grokking task of Power et al. 2022)", choices=DATASETS)
+    modulus: int = _opt(97, "modular dataset: the modulus p")
+    operation: str = _opt("+", "modular dataset: the operation, one of + - * /", choices=("+", "-", "*", "/"))
+    train_fraction: float = _opt(0.3, "modular dataset: the fraction of all p x p equations used for training")
     bible_dir: str | None = _opt(None, "directory of translations (txt/csv/json/eBible); default: built-in corpus")
     text_file: str | None = _opt(None, "one translation as a plain-text file (language-model task only)")
     cross_references: str | None = _opt(None, "OpenBible.info cross_references.txt; enables the xref task")
@@ -58,6 +64,10 @@ class TrainConfig:
     beta1: float = _opt(0.9, "AdamW beta1")
     beta2: float = _opt(0.95, "AdamW beta2")
     grad_clip: float = _opt(1.0, "clip the global gradient norm to this value; 0 disables")
+    grokfast: bool = _opt(False, "Grokfast-EMA (Lee et al. 2024): add lamb x an EMA of the gradients to them before "
+                          "each step, amplifying their slow component; makes grokking come sooner")
+    grokfast_alpha: float = _opt(0.98, "Grokfast: the EMA's decay, in [0, 1)")
+    grokfast_lamb: float = _opt(2.0, "Grokfast: how much of the EMA is added to the gradient, >= 0")
     # hardware
     device: str = _opt("auto", "cpu, cuda, or auto (cuda when available)", choices=DEVICES)
     dtype: str = _opt("auto", "autocast dtype: float32, bfloat16, float16, or auto (bf16 on capable GPUs, else fp32)",
@@ -145,6 +155,7 @@ class TrainConfig:
         if self.detect_grokking and self.grokking_span < self.eval_interval:
             raise ConfigError(f"--grokking-span {self.grokking_span} is shorter than --eval-interval "
                               f"{self.eval_interval}: a drop could never be seen within it")
+        check_grokfast_options(self.grokfast_alpha, self.grokfast_lamb)
         if self.alignment_every < 0:
             raise ConfigError(f"--alignment-every must be >= 0 (0 turns it off), got {self.alignment_every}")
         if self.alignment_pair and len(self.alignment_names) != 2:
@@ -153,12 +164,26 @@ class TrainConfig:
         if self.concepts not in (None, "builtin") and not Path(self.concepts).is_file():
             raise ConfigError(f"--concepts: {self.concepts} does not exist (give a TOML file of word groups, or "
                               f"--concepts alone for the built-in groups)")
+        if self.dataset == "modular":
+            bible_options = [name for name in ("bible_dir", "text_file", "cross_references", "concepts")
+                             if getattr(self, name)] + (["alignment_every"] if self.alignment_every else [])
+            if bible_options:
+                raise ConfigError(f"--{_flag(bible_options[0])} needs Bible text; it does not apply to "
+                                  f"--dataset modular")
         if self.bible_dir and self.text_file:
             raise ConfigError("give either --bible-dir or --text-file, not both")
         for name in ("bible_dir", "text_file", "cross_references"):
             path = getattr(self, name)
             if path and not Path(path).exists():
                 raise ConfigError(f"--{_flag(name)}: {path} does not exist")
+
+
+def check_grokfast_options(alpha: float, lamb: float) -> None:
+    """Raises ConfigError (a ValueError) naming the command-line option when alpha or lamb is out of range."""
+    if not 0.0 <= alpha < 1.0:  # also rejects nan
+        raise ConfigError(f"--grokfast-alpha must be in [0, 1) (the EMA's decay), got {alpha}")
+    if not lamb >= 0.0:
+        raise ConfigError(f"--grokfast-lamb must be >= 0 (the amplification of the slow gradient), got {lamb}")
 
 
 def _flag(name: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from genesis_data.algorithmic import ModularArithmetic
 from genesis_data.corpus import Corpus
 from genesis_data.sampler import MultiTaskSampler
 from genesis_data.tokenizer import load_or_train_tokenizer
@@ -28,6 +29,7 @@ from genesis_train.callbacks.grokking import GrokkingCallback, GrokkingRule
 from genesis_train.callbacks.norms import WeightNorms
 from genesis_train.checkpointing import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from genesis_train.config import ConfigError, TrainConfig
+from genesis_train.grokfast import GrokfastEMA
 from genesis_train.metrics import Progress, RunLog, tensorboard_available
 from genesis_train.mfu import peak_flops
 from genesis_train.optim import build_optimizer, build_scheduler
@@ -105,11 +107,15 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.grokfast = GrokfastEMA(self.model.named_parameters(), cfg.grokfast_alpha, cfg.grokfast_lamb) \
+            if cfg.grokfast else None
         if resume_from is not None:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             self.sampler.load_state_dict(state["sampler"])
+            if self.grokfast is not None and "grokfast" in state:  # switched on only now: the EMA starts fresh
+                self.grokfast.load_state_dict(state["grokfast"])
             set_rng_state(state["rng"])
             self.step = state["step"]
             self.log(f"resumed from {resume_from} at step {self.step}")
@@ -127,26 +133,43 @@ class Trainer:
                               resume_step=self.step if resume_from else None)
 
     def _setup_data(self, cfg: TrainConfig) -> None:
-        self.corpus = corpus = load_corpus(cfg)
-        self.tokenizer_file = load_or_train_tokenizer(corpus, kind=cfg.tokenizer, vocab_size=cfg.vocab_size,
-                                                      cache_dir=cfg.cache_path)
-        vocab = GenesisTokenizer.from_file(self.tokenizer_file).vocab_size
+        if cfg.dataset == "modular":
+            self._setup_modular(cfg)
+        else:
+            self._setup_bible(cfg)
+        self.val_batches = {task: [to_device(b, self.device) for b in self.sampler.validation_batches(cfg.eval_batches,
+                                                                                                     task=task)]
+                            for task in self.sampler.validation_tasks}
+
+    def _model_config(self, cfg: TrainConfig, vocab: int, block_size: int) -> ModelConfig:
         preset = PRESETS[cfg.mode]
-        block_size = cfg.block_size or preset.max_seq_len
-        self.model_config = ModelConfig.from_preset(
+        return ModelConfig.from_preset(
             cfg.mode,
             vocab_size=64 * math.ceil(vocab / 64),  # a multiple of 64 keeps the output matmul on fast paths
             max_seq_len=max(block_size, preset.max_seq_len),
             norm_position=cfg.norm_position,
             gradient_checkpointing=cfg.gradient_checkpointing,
         )
+
+    def _setup_modular(self, cfg: TrainConfig) -> None:
+        self.corpus = None
+        self.sampler = ModularArithmetic(cfg.modulus, cfg.operation, cfg.train_fraction, cfg.batch_size,
+                                         seed=cfg.seed)
+        self.tokenizer_file = self.sampler.tokenizer_path(cfg.cache_path)
+        self.model_config = self._model_config(cfg, self.sampler.vocab_size, self.sampler.block_size)
+        self.log(self.sampler.describe())
+
+    def _setup_bible(self, cfg: TrainConfig) -> None:
+        self.corpus = corpus = load_corpus(cfg)
+        self.tokenizer_file = load_or_train_tokenizer(corpus, kind=cfg.tokenizer, vocab_size=cfg.vocab_size,
+                                                      cache_dir=cfg.cache_path)
+        vocab = GenesisTokenizer.from_file(self.tokenizer_file).vocab_size
+        block_size = cfg.block_size or PRESETS[cfg.mode].max_seq_len
+        self.model_config = self._model_config(cfg, vocab, block_size)
         self.sampler = MultiTaskSampler(corpus, self.tokenizer_file, block_size=block_size, batch_size=cfg.batch_size,
                                         weights=cfg.task_weights, seed=cfg.seed,
                                         cross_references=Path(cfg.cross_references) if cfg.cross_references else None,
                                         cache_dir=cfg.cache_path)
-        self.val_batches = {task: [to_device(b, self.device) for b in self.sampler.validation_batches(cfg.eval_batches,
-                                                                                                     task=task)]
-                            for task in self.sampler.validation_tasks}
 
     def validation_metrics(self) -> list[str]:
         """The names an evaluation reports."""
@@ -206,8 +229,12 @@ class Trainer:
         with inference(self):
             for task, batches in self.val_batches.items():
                 outputs = [self.forward(b) for b in batches]
+                # LM batches weigh by their labelled tokens (a last, shorter batch counts for what it holds), the
+                # other tasks' batches alike.
+                weights = torch.stack([o.get("tokens", o["loss"].new_ones(())) for o in outputs]).float()
                 for kind in ("loss", "accuracy"):
-                    record[f"val_{kind}_{task}"] = torch.stack([o[kind] for o in outputs]).float().mean().item()
+                    values = torch.stack([o[kind] for o in outputs]).float()
+                    record[f"val_{kind}_{task}"] = ((values * weights).sum() / weights.sum()).item()
         if "val_loss_lm" in record:
             record["val_ppl_lm"] = math.exp(record["val_loss_lm"])
         record["eval_seconds"] = time.perf_counter() - t0
@@ -227,6 +254,8 @@ class Trainer:
             for kind in ("loss", "accuracy"):
                 numbers[f"{kind}_{batch['task']}"].append(out[kind].detach())
         self.scaler.unscale_(self.optimizer)
+        if self.grokfast is not None:  # on the whole step's true (unscaled) gradient, before clipping bounds it
+            self.grokfast.apply()
         # Clipping computes the global gradient norm; with clipping off, an infinite bound only measures it.
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
         numbers["grad_norm"].append(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
@@ -247,6 +276,8 @@ class Trainer:
             "rng": rng_state(),
             "callbacks": {callback.name: callback.state_dict() for callback in self.callbacks},
         }
+        if self.grokfast is not None:
+            state["grokfast"] = self.grokfast.state_dict()
         return save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer_file, state, self.cfg, name=name)
 
     def record_event(self, event: dict[str, Any]) -> None:
