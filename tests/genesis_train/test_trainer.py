@@ -106,3 +106,31 @@ def test_grokfast_changes_the_trajectory(quick_config, tmp_path):
     filtered = Trainer(quick_config(steps=3, out_dir=str(tmp_path / "b"), grokfast=True), log=lambda *_: None)
     filtered.fit()
     assert not torch.equal(plain.model.lm.embed.weight, filtered.model.lm.embed.weight)
+
+
+def test_modular_dataset_trains_through_the_same_loop(quick_config):
+    from genesis_model import GenesisTokenizer, generate
+
+    cfg = quick_config(dataset="modular", mode="grokking", modulus=23, train_fraction=0.5, batch_size=64, steps=20,
+                       eval_interval=10, checkpoint_interval=20, lr=1e-3, min_lr=1e-3)
+    result = train(cfg, log=lambda *_: None)
+    records = read_metrics(cfg.run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records if "val_accuracy_lm" in r] == [0, 10, 20]
+    assert all(0 <= r["val_accuracy_lm"] <= 1 for r in records if "val_accuracy_lm" in r)
+    tokenizer = GenesisTokenizer.from_pretrained(result["checkpoint"])
+    prompt = tokenizer.encode("3 + 4 =")
+    assert tokenizer.decode(prompt) == "3 + 4 ="
+    model = load_pretrained(result["checkpoint"])
+    [answer] = generate(model, [prompt], max_new_tokens=1, pad_id=tokenizer.pad_id)
+    assert len(answer) == 1 and 0 <= answer[0] < tokenizer.vocab_size
+
+
+@pytest.mark.parametrize("option", [["--alignment-every", "10"], ["--concepts"], ["--bible-dir", "."]])
+def test_bible_measures_are_refused_on_the_modular_dataset(option):
+    from genesis_train.cli import build_parser
+    from genesis_train.config import build_config
+
+    args = {k: v for k, v in vars(build_parser().parse_args(["--dataset", "modular", *option])).items()
+            if k != "config"}
+    with pytest.raises(ConfigError, match=r"needs Bible text; it does not apply to --dataset modular"):
+        build_config(None, args)

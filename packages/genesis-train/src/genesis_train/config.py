@@ -91,7 +91,7 @@ class TrainConfig:
                                  "memorizes, then a sharp drop; events go to events.jsonl with a kept checkpoint")
     grokking_metric: str = _opt("val_loss_lm", "the validation series the detector watches (any val_* metric, "
                                 "e.g. val_accuracy_lm; accuracies are read as errors)")
-    grokking_window: int = _opt(1000, "steps the series must stay on a plateau before a drop counts")
+    grokking_window: int = _opt(500, "steps the series must stay on a plateau before a drop counts")
     grokking_threshold: float = _opt(0.10, "relative improvement below the plateau's level that counts as a drop")
     grokking_span: int = _opt(500, "the drop must happen within this many steps after the plateau's end")
     grokking_tolerance: float = _opt(0.05, "a plateau: no point more than this (relative) below the window's "
