@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genesis_train.callbacks.grokking import GrokkingRule
+
 
 class ConfigError(ValueError):
     """A user mistake in the configuration: reported as one line, without a traceback."""
@@ -89,15 +91,20 @@ class TrainConfig:
     # research measures (README: "Watching a run")
     detect_grokking: bool = _opt(False, "watch a validation series for grokking: a plateau while the model "
                                  "memorizes, then a sharp drop; events go to events.jsonl with a kept checkpoint")
-    grokking_metric: str = _opt("val_loss_lm", "the validation series the detector watches (any val_* metric, "
-                                "e.g. val_accuracy_lm; accuracies are read as errors)")
-    grokking_window: int = _opt(500, "steps the series must stay on a plateau before a drop counts")
-    grokking_threshold: float = _opt(0.10, "relative improvement below the plateau's level that counts as a drop")
-    grokking_span: int = _opt(500, "the drop must happen within this many steps after the plateau's end")
-    grokking_tolerance: float = _opt(0.05, "a plateau: no point more than this (relative) below the window's "
-                                     "starting level")
-    grokking_memorization: float = _opt(0.5, "memorization before the drop: the train series at most this times "
-                                        "the validation series (checked when the train series is logged)")
+    # the detector's defaults are GrokkingRule's (callbacks/grokking.py), its one owner
+    grokking_metric: str = _opt(GrokkingRule.metric, "the validation series the detector watches (any val_* "
+                                "metric, e.g. val_accuracy_lm; accuracies are read as errors)")
+    grokking_window: int = _opt(GrokkingRule.window, "steps the series must stay on a plateau before a drop "
+                                "counts")
+    grokking_threshold: float = _opt(GrokkingRule.threshold, "relative improvement below the plateau's level "
+                                     "that counts as a drop")
+    grokking_span: int = _opt(GrokkingRule.span, "the drop must happen within this many steps after the "
+                              "plateau's end")
+    grokking_tolerance: float = _opt(GrokkingRule.tolerance, "a plateau: no point more than this (relative) "
+                                     "below the window's starting level")
+    grokking_memorization: float = _opt(GrokkingRule.memorization, "memorization before the drop: the train "
+                                        "series at most this times the validation series (checked when the "
+                                        "train series is logged)")
     alignment_every: int = _opt(0, "steps between cross-translation alignment measures (Procrustes distance of "
                                 "held-out verses in two translations against a shuffled baseline); 0: off")
     alignment_pair: str = _opt("", "the two translations to align, as NAME,NAME (see genesis-data stats); "

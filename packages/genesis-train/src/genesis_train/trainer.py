@@ -192,6 +192,8 @@ class Trainer:
                 verses = self.sampler.parallel_verses(*pair, cfg.alignment_verses)
             except ValueError as e:
                 raise ConfigError(f"--alignment-pair: {e}") from e
+            self.log(f"alignment: {pair[0]} against {pair[1]}, {len(verses[0])} held-out verses, every "
+                     f"{cfg.alignment_every} steps")
             callbacks.append(CrossTranslationAlignment(pair, verses, every=cfg.alignment_every,
                                                        batch_size=4 * cfg.batch_size, seed=cfg.seed))
         if cfg.concepts:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class GrokkingRule:
     metric: str = "val_loss_lm"
-    window: int = 500
+    window: int = 1000
     threshold: float = 0.10
     span: int = 500
     tolerance: float = 0.05
