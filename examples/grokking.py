@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, options in RUNS.items():
         run_dir = args.out / name
         command = [sys.executable, "-m", "genesis_train.cli", "--config", str(CONFIG), "--steps", str(args.steps),
-                   "--seed", str(args.seed), "--out-dir", str(run_dir), "--no-progress", *options]
+                   "--seed", str(args.seed), "--out-dir", str(run_dir), "--overwrite", "--no-progress", *options]
         print(f"{name}: {' '.join(command[2:])}", flush=True)
         t0 = time.perf_counter()
         subprocess.run(command, check=True)

@@ -121,3 +121,13 @@ def test_invalid_config_values_name_the_config_file(checkpoint):
 def test_missing_directory(tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint directory not found"):
         load_pretrained(tmp_path / "nowhere")
+
+
+def test_non_finite_weights_are_refused_by_name(tmp_path, make_config):
+    model = GenesisLM(make_config())
+    with torch.no_grad():
+        next(p for name, p in model.named_parameters() if name.startswith("blocks.0."))[0] = float("inf")
+    save_pretrained(model, tmp_path)
+    with pytest.raises(CheckpointError, match=rf"{WEIGHTS_FILE}: 1 tensors hold NaN or infinite values \(first: "
+                                              rf"blocks\.0\..*\); the training diverged before this checkpoint"):
+        load_pretrained(tmp_path)

@@ -1,3 +1,5 @@
+import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,17 @@ def test_invalid_values_name_the_option(overrides, message):
 def test_missing_toml_file():
     with pytest.raises(ConfigError, match="--config: .*does not exist"):
         build_config("/nonexistent.toml", {})
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(TrainConfig) if type(f.default) is float])
+def test_every_float_option_must_be_finite(name, value):
+    """argparse's float() and TOML both accept nan and inf: each float option refuses them, naming itself."""
+    with pytest.raises(ConfigError, match=f"^--{name.replace('_', '-')} must be .*, got {value}$"):
+        build_config(None, {name: value})
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(TrainConfig) if type(f.default) is int])
+def test_every_int_option_refuses_a_negative_value(name):
+    with pytest.raises(ConfigError, match=f"^--{name.replace('_', '-')} must be "):
+        build_config(None, {name: -1})

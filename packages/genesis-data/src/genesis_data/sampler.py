@@ -120,7 +120,8 @@ class MultiTaskSampler:
 
         unavailable = _unavailable_tasks(self._train, self.train_stream, references)
         weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
-        self.tasks, self.weights = self._enabled_tasks(weights, unavailable)
+        source = corpus.source if corpus.source is not None else f"the corpus ({', '.join(corpus.names)})"
+        self.tasks, self.weights = self._enabled_tasks(weights, unavailable, source)
         self._validation_unavailable = _unavailable_tasks(self._validation, self.val_stream, references)
         for task in self.tasks:
             if self._validation_unavailable[task]:
@@ -133,7 +134,7 @@ class MultiTaskSampler:
 
     @staticmethod
     def _enabled_tasks(
-        weights: dict[str, float], unavailable: dict[str, str | None]
+        weights: dict[str, float], unavailable: dict[str, str | None], source: str | Path = "the corpus"
     ) -> tuple[list[str], dict[str, float]]:
         unknown = sorted(set(weights) - set(TASKS))
         if unknown:
@@ -141,16 +142,16 @@ class MultiTaskSampler:
         negative = [task for task, weight in weights.items() if weight < 0]
         if negative:
             raise ValueError(f"weights: {', '.join(negative)} must not be negative")
-        enabled = {}
-        for task, weight in weights.items():
-            if weight == 0:
-                continue
-            if unavailable[task]:
-                log.warning("task %s is off: %s", task, unavailable[task])
-                continue
-            enabled[task] = weight
+        wanted = [task for task, weight in weights.items() if weight != 0]
+        enabled = {task: weights[task] for task in wanted if not unavailable[task]}
         if not enabled:
-            raise ValueError("no task can be sampled: every task with a weight above 0 is unavailable for this corpus")
+            # The one message, with each task's reason, naming where the text came from (e.g. a --text-file).
+            reasons = "; ".join(f"{task}: {unavailable[task]}" for task in wanted)
+            raise ValueError(f"no task can be sampled from {source}: every task with a weight above 0 is "
+                             f"unavailable ({reasons})")
+        for task in wanted:
+            if task not in enabled:
+                log.warning("task %s is off: %s", task, unavailable[task])
         total = sum(enabled.values())
         tasks = [task for task in TASKS if task in enabled]
         return tasks, {task: enabled[task] / total for task in tasks}

@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig
+from .config import ModelConfig, bytes_human, inference_memory
 from .heads import MultiTaskModel
 from .model import GenesisLM, RotaryEmbedding
 
@@ -83,10 +83,50 @@ def read_config(directory: str | os.PathLike) -> tuple[type, ModelConfig]:
         raise CheckpointError(f"{path}: {error}" if str(path) not in str(error) else str(error)) from None
 
 
+def available_memory(device: str | torch.device) -> int | None:
+    """Free bytes on `device` (a CUDA GPU's, or the machine's for the CPU); None where unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return None  # loading onto it fails on its own, with its own message
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as meminfo:  # MemAvailable counts the page cache the kernel would give up
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(config: ModelConfig, source: Path, device: str | torch.device, dtype: torch.dtype | None,
+                 with_heads: bool) -> None:
+    """Refuses, naming the fields, a config.json whose model would not fit in `device`'s free memory: checked before
+    anything is allocated, so an absurd value (10^9 layers, a max_seq_len of 10^12) fails at once, not after a long
+    hang or with a misleading out-of-memory error."""
+    # As stored: the dtype is in the weights file, not read yet; 4 bytes (fp32) is what training writes.
+    bytes_per_weight = torch.finfo(dtype).bits // 8 if dtype is not None and dtype.is_floating_point else 4
+    parts = inference_memory(config, bytes_per_weight, with_heads)
+    available = available_memory(device)
+    total = sum(parts.values())
+    if available is not None and total > available:
+        largest = max(parts, key=parts.get)
+        raise CheckpointError(f"{source}: this model needs {bytes_human(total)} of memory, more than the "
+                              f"{bytes_human(available)} free on {device}; most of it is {largest}: "
+                              f"{bytes_human(parts[largest])}")
+
+
 def load_pretrained(directory: str | os.PathLike, *, device: str | torch.device = "cpu",
                     dtype: torch.dtype | None = None) -> GenesisLM | MultiTaskModel:
     """The model class that was saved, in eval mode, on `device`, in `dtype` (default: as stored)."""
     cls, config = read_config(directory)
+    check_memory(config, Path(directory) / CONFIG_FILE, device, dtype, with_heads=cls is MultiTaskModel)
     path = Path(directory) / WEIGHTS_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; a checkpoint directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
@@ -108,6 +148,11 @@ def load_pretrained(directory: str | os.PathLike, *, device: str | torch.device 
         if tensors[key].shape != meta_tensor.shape:
             raise CheckpointError(f"{path}: tensor {key} has shape {tuple(tensors[key].shape)} but {CONFIG_FILE} "
                                   f"describes {tuple(meta_tensor.shape)}")
+    # Non-finite weights generate nothing useful: refuse them by name rather than print empty text.
+    broken = [key for key, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise CheckpointError(f"{path}: {len(broken)} tensors hold NaN or infinite values (first: {broken[0]}); the "
+                              f"training diverged before this checkpoint: use an earlier one")
     model.load_state_dict(tensors, strict=True, assign=True)
     for module in model.modules():
         if isinstance(module, RotaryEmbedding):

@@ -104,18 +104,26 @@ def generate_main(argv: list[str] | None = None) -> int:
     from .generate import check_generation_options, generate
     from .tokenizer import GenesisTokenizer
 
+    def fail(message: str) -> None:
+        """A mistake in the options or the checkpoint: one line on stderr and exit status 2, like argparse's own."""
+        print(f"genesis-generate: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
     try:
         check_generation_options(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
     except ValueError as error:
-        parser.error(str(error).removeprefix("generate: "))
+        name, problem = str(error).removeprefix("generate: ").split(" ", 1)  # "top_k must be ..." names --top-k
+        fail(f"--{name.replace('_', '-')} {problem}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            fail(f"--device {device}: no CUDA device is available (use --device cpu)")
         model = load_pretrained(args.checkpoint, device=device, dtype=getattr(torch, args.dtype))
         tokenizer = GenesisTokenizer.from_pretrained(args.checkpoint)
     except (CheckpointError, FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
+        fail(str(error))
     except RuntimeError as error:  # e.g. an unknown or unavailable --device
-        parser.error(f"--device {device}: {str(error).splitlines()[0]}")
+        fail(f"--device {device}: {str(error).splitlines()[0]}")
 
     prompt_ids = tokenizer.encode(args.prompt)
     stream = tokenizer.stream(context=prompt_ids)
@@ -133,7 +141,7 @@ def generate_main(argv: list[str] | None = None) -> int:
                  compile=args.compile)
     except ValueError as error:  # e.g. prompt + max new tokens longer than the model's context
         sys.stdout.write("\n")
-        parser.error(str(error))
+        fail(str(error).removeprefix("generate: "))
     sys.stdout.write("\n")
     return 0
 

@@ -7,6 +7,7 @@ building it; tests check them against `sum(p.numel())` of instantiated models.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 NORM_POSITIONS = ("deepnorm", "prenorm")
@@ -34,14 +35,24 @@ class ModelConfig:
     init_std: float = 0.02  # token embeddings (both norm positions) and pre-norm linear layers
 
     def __post_init__(self) -> None:
+        # Types and ranges first: a config.json can hold anything, and the derived sizes below need integers.
+        for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp", "vocab_size", "max_seq_len"):
+            value = getattr(self, name)
+            if value is None and name in ("n_kv_heads", "d_mlp"):
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("rope_theta", "norm_eps", "init_std"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+                raise ValueError(f"ModelConfig.{name} must be a finite number > 0, got {value!r}")
+        for name in ("tie_embeddings", "gradient_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"ModelConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.d_mlp is None:
             self.d_mlp = swiglu_hidden_size(self.d_model)
-        for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_mlp", "vocab_size", "max_seq_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"ModelConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
@@ -213,6 +224,21 @@ def training_memory(cfg: ModelConfig, batch_size: int, seq_len: int, with_heads:
     )
 
 
+def inference_memory(cfg: ModelConfig, bytes_per_weight: int, with_heads: bool) -> dict[str, int]:
+    """Bytes a model of this configuration takes once loaded, by part, each part named with the fields that size it:
+    the layers, the embedding (and the LM head when untied), the task heads, and the rotary tables (two fp32 tables
+    of max_seq_len x head_dim, built from float64 angles: about 32 bytes an entry at their peak)."""
+    embedding = cfg.num_parameters() - cfg.n_layers * cfg.layer_parameters()
+    return {
+        f"the layers (n_layers={cfg.n_layers}, d_model={cfg.d_model}, d_mlp={cfg.d_mlp})":
+            bytes_per_weight * cfg.n_layers * cfg.layer_parameters(),
+        f"the embeddings (vocab_size={cfg.vocab_size}, d_model={cfg.d_model})": bytes_per_weight * embedding,
+        f"the task heads (d_model={cfg.d_model})": bytes_per_weight * cfg.head_parameters() if with_heads else 0,
+        f"the rotary tables (max_seq_len={cfg.max_seq_len}, head_dim={cfg.head_dim})":
+            32 * cfg.max_seq_len * cfg.head_dim,
+    }
+
+
 def fits_in(memory: TrainingMemory, gpu_bytes: int) -> str:
     """'yes', 'with checkpointing' or 'no' for a GPU of that many bytes, after the CUDA context allowance."""
     budget = gpu_bytes - CUDA_CONTEXT_BYTES
@@ -228,5 +254,7 @@ def parameters_human(n: int) -> str:
 
 
 def bytes_human(n: float) -> str:
+    if n >= 1024 * GiB:  # only an absurd configuration comes here (see checkpoint.check_memory)
+        return f"{n / 1024**4:,.1f} TiB"
     return f"{n / GiB:.2f} GiB" if n >= GiB / 10 else f"{n / 1024**2:.0f} MiB"
 

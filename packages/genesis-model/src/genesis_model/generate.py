@@ -82,8 +82,8 @@ def _known_guards_only():
 
 
 def check_generation_options(temperature, top_k, top_p, max_new_tokens) -> None:
-    if temperature < 0:
-        raise ValueError(f"generate: temperature must be >= 0 (0 is greedy), got {temperature}")
+    if not 0 <= temperature < float("inf"):  # also rejects nan
+        raise ValueError(f"generate: temperature must be >= 0 and finite (0 is greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"generate: top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:

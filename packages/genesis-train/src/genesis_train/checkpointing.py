@@ -2,9 +2,12 @@
 
 A checkpoint is a directory `<run>/checkpoints/step-00000200/` holding what genesis-model's
 `save_pretrained` writes (config.json, model.safetensors, tokenizer.json: loadable with only
-genesis-model installed) plus `train_state.pt` (optimizer, scheduler, RNG and data-stream state)
-and `train_config.json`. It is written under a temporary name and renamed into place, so a crash
-never leaves a half-written checkpoint that resume would pick up.
+genesis-model installed), `train_state.pt` (optimizer, scheduler, RNG and data-stream state),
+`train_config.json`, and last `manifest.json` (every file's size). Saving writes a hidden temporary
+directory, fsyncs each file and the directory, then renames it into place; pruning renames a directory
+aside before deleting it. So a kill at any moment leaves either a complete checkpoint under its name or
+nothing there, and a directory without its manifest is never listed, counted or resumed from.
+Leftovers of a kill (temporary and half-deleted directories, one checkpoint too many) go at the next start.
 """
 
 from __future__ import annotations
@@ -15,28 +18,38 @@ import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from genesis_model import load_pretrained, save_pretrained
+from genesis_model import CheckpointError, load_pretrained, save_pretrained
 from genesis_train.config import TrainConfig
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 TRAIN_STATE = "train_state.pt"
+MANIFEST = "manifest.json"
+# What resuming reads from train_state.pt; a state without one of them is damaged.
+TRAIN_STATE_KEYS = ("step", "optimizer", "scheduler", "scaler", "sampler", "rng")
 
 
 def checkpoint_root(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
 
 
+def is_complete(path: Path) -> bool:
+    """A checkpoint directory whose manifest, written last, is there."""
+    return (path / MANIFEST).is_file()
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
+    """Complete periodic checkpoints of a run, oldest first."""
     root = checkpoint_root(run_dir)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := _STEP_DIR.match(p.name)) and p.is_dir() and is_complete(p)]
     return [p for _, p in sorted(found)]
 
 
@@ -44,6 +57,40 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     checkpoints = list_checkpoints(run_dir)
     return checkpoints[-1] if checkpoints else None
 
+
+def holds_a_run(run_dir: Path) -> bool:
+    """Whether a directory already holds a run's checkpoints (complete or not) or metrics."""
+    root = checkpoint_root(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    return (root.is_dir() and any(root.iterdir())) or (metrics.is_file() and metrics.stat().st_size > 0)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _delete(path: Path) -> None:
+    """Renames a directory aside (atomic), then deletes it: a kill mid-delete leaves only a hidden leftover."""
+    aside = path.with_name(f".{path.name}.deleting")
+    os.replace(path, aside)
+    shutil.rmtree(aside)
+
+
+def prune(run_dir: Path, keep: int) -> None:
+    """Keeps the newest `keep` complete periodic checkpoints and removes the leftovers of a kill (temporary and
+    half-deleted directories). Kept checkpoints (events) and directories without a manifest are left alone."""
+    root = checkpoint_root(run_dir)
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        if path.name.startswith(".") and path.name.endswith((".tmp", ".deleting")):
+            shutil.rmtree(path, ignore_errors=True)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        _delete(old)
 
 def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
@@ -73,19 +120,65 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, tokenizer_
         save_pretrained(model, tmp, tokenizer_file=tokenizer_file)
         torch.save(train_state, tmp / TRAIN_STATE)
         (tmp / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-        shutil.rmtree(final, ignore_errors=True)
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1) + "\n")
+        # On disk before the rename makes them visible, as torch.distributed.checkpoint does.
+        for path in tmp.iterdir():
+            _fsync(path)
+        _fsync(tmp)
+        if final.exists():
+            _delete(final)
         os.replace(tmp, final)
+        _fsync(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in list_checkpoints(run_dir)[: -cfg.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
+    prune(run_dir, cfg.keep_checkpoints)
     return final
 
 
+def check_checkpoint(path: Path) -> None:
+    """Raises CheckpointError naming the first file that is missing or not the size the manifest recorded."""
+    try:
+        files = json.loads((path / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path / MANIFEST}: missing or unreadable ({e})") from None
+    for name, size in files.items():
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing")
+        if file.stat().st_size != size:
+            raise CheckpointError(f"{file}: {file.stat().st_size} bytes, {size} when it was saved (truncated or "
+                                  f"changed)")
+
+
+def intact_before(run_dir: Path, checkpoint: Path) -> Path | None:
+    """The newest complete checkpoint older than `checkpoint` whose files all match its manifest."""
+    for path in reversed(list_checkpoints(run_dir)):
+        if path.name < checkpoint.name:
+            try:
+                check_checkpoint(path)
+            except CheckpointError:
+                continue
+            return path
+    return None
+
+
 def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The model (on the CPU) and the train state of a checkpoint directory."""
+    """The model (on the CPU) and the train state of a checkpoint directory; CheckpointError naming the file when
+    any part is missing, truncated or not what a checkpoint holds."""
+    check_checkpoint(path)
     model = load_pretrained(path)
-    # weights_only: the state holds tensors, numbers and strings only, never arbitrary objects.
-    state = torch.load(path / TRAIN_STATE, map_location="cpu", weights_only=True)
+    try:
+        # weights_only: the state holds tensors, numbers and strings only, never arbitrary objects (a pickle with
+        # code in it is refused here rather than run).
+        with warnings.catch_warnings():  # torch warns about odd pickles before refusing them: the error says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path / TRAIN_STATE, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a damaged file
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path / TRAIN_STATE}: not a readable train state ({reason[:200]})") from None
+    missing = [key for key in TRAIN_STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"{path / TRAIN_STATE}: lacks {', '.join(missing)}")
     return model, state

@@ -5,9 +5,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import os
 import sys
 
-from genesis_train.config import ConfigError, TrainConfig, build_config, fields_by_name
+from genesis_train.config import (
+    ConfigError,
+    TrainConfig,
+    TrainingError,
+    build_config,
+    check_writable_dirs,
+    fields_by_name,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     toml_path = args.pop("config")
+    cfg = None
     try:
         cfg = build_config(toml_path, {k: v for k, v in args.items() if k in fields_by_name()})
+        check_writable_dirs(cfg)
         from genesis_train.allocator import retain_freed_memory
         from genesis_train.trainer import train  # heavy imports only once the options are known to be good
 
@@ -53,11 +64,38 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"genesis-train: error: {e}", file=sys.stderr)
         return 2
+    except TrainingError as e:
+        print(f"genesis-train: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        message = storage_error_message(e, cfg)
+        if message is None:
+            raise
+        print(f"genesis-train: error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ngenesis-train: interrupted; the last complete checkpoint is kept (resume with --resume)",
               file=sys.stderr)
         return 130
     return 0
+
+
+def storage_error_message(error: OSError, cfg: TrainConfig | None) -> str | None:
+    """One line for what the machine's storage refused mid-run (full disk, permissions, a read-only file system),
+    naming the path; None for any other OSError, which keeps its traceback."""
+    if error.filename is not None:
+        where = os.fsdecode(error.filename) if isinstance(error.filename, (str, bytes)) else str(error.filename)
+    else:  # a write to an open file: the path is not known here, the run directory is where runs write
+        where = f"under {cfg.run_dir}" if cfg is not None else "a file"
+    if error.errno == errno.ENOSPC:
+        return f"disk full while writing {where} (free space or choose another --out-dir)"
+    if error.errno == errno.EDQUOT:
+        return f"disk quota exceeded while writing {where} (free space or choose another --out-dir)"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied: {where} (fix its permissions or choose another --out-dir / --cache-dir)"
+    if error.errno == errno.EROFS:
+        return f"read-only file system while writing {where} (choose another --out-dir / --cache-dir)"
+    return None
 
 
 if __name__ == "__main__":

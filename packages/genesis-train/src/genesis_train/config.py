@@ -7,7 +7,9 @@ Every field carries its own help text; the command line is generated from these 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,10 @@ from genesis_train.callbacks.grokking import GrokkingRule
 
 class ConfigError(ValueError):
     """A user mistake in the configuration: reported as one line, without a traceback."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (steps that stay non-finite, weights that became so): one line, exit 1."""
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -83,7 +89,12 @@ class TrainConfig:
     eval_batches: int = _opt(8, "validation batches per pass (held-out chapters, LM task)")
     checkpoint_interval: int = _opt(500, "steps between checkpoints (and at the last step)")
     keep_checkpoints: int = _opt(3, "how many recent checkpoints to keep")
-    resume: bool = _opt(False, "continue from the latest checkpoint in out_dir")
+    resume: bool = _opt(False, "continue from the latest complete checkpoint in out_dir (an error when there is "
+                        "none)")
+    overwrite: bool = _opt(False, "start a new run in an out_dir that holds another run, deleting that run's "
+                           "checkpoints, metrics and TensorBoard files")
+    max_skipped_steps: int = _opt(10, "steps in a row whose loss or gradient norm is not finite (each skipped, "
+                                  "the weights untouched) before training stops with an error")
     progress: bool = _opt(True, "show a progress line on the terminal")
     tensorboard: str = _opt("auto", "TensorBoard event files in the run directory: auto (when tensorboard is "
                             "installed), on, off; a bare --tensorboard means on", choices=("auto", "on", "off"),
@@ -137,25 +148,16 @@ class TrainConfig:
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"--{_flag(f.name)} must be one of {', '.join(choices)}, "
                                   f"got {getattr(self, f.name)!r}")
-        positive = ["steps", "batch_size", "grad_accum", "vocab_size", "log_interval", "eval_interval",
-                    "eval_batches", "checkpoint_interval", "keep_checkpoints", "grokking_window", "grokking_span",
-                    "alignment_verses", "concepts_every"]
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{_flag(name)} must be a positive integer, got {getattr(self, name)}")
-        if self.block_size < 0:
-            raise ConfigError(f"--block-size must be >= 0 (0 uses the preset's length), got {self.block_size}")
-        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
-            raise ConfigError(f"need 0 <= --min-lr <= --lr and --lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
-        if any(w < 0 for w in self.task_weights.values()) or sum(self.task_weights.values()) <= 0:
+        for f in dataclasses.fields(self):
+            _check_number(f.name, getattr(self, f.name))
+        if self.min_lr > self.lr:
+            raise ConfigError(f"--min-lr must be <= --lr (the cosine decays from --lr to it), got "
+                              f"min_lr={self.min_lr}, lr={self.lr}")
+        if sum(self.task_weights.values()) <= 0:
             raise ConfigError("task weights (--task-lm, --task-coherence, --task-xref, --task-paraphrase) must be "
                               ">= 0 with a positive sum")
-        for name in ("grokking_threshold", "grokking_tolerance", "grokking_memorization"):
-            if not 0 < getattr(self, name) < 1:
-                raise ConfigError(f"--{_flag(name)} must be a fraction between 0 and 1 (exclusive), "
-                                  f"got {getattr(self, name)}")
+        if not self.out_dir.strip():
+            raise ConfigError("--out-dir must not be empty (the default is runs/{mode})")
         if self.detect_grokking and self.grokking_window < self.eval_interval * 2:
             raise ConfigError(f"--grokking-window {self.grokking_window} must span at least two evaluations "
                               f"(2 x --eval-interval = {2 * self.eval_interval} steps)")
@@ -179,10 +181,51 @@ class TrainConfig:
                                   f"--dataset modular")
         if self.bible_dir and self.text_file:
             raise ConfigError("give either --bible-dir or --text-file, not both")
-        for name in ("bible_dir", "text_file", "cross_references"):
+        for name, kind in (("bible_dir", "a directory"), ("text_file", "a file"), ("cross_references", "a file")):
             path = getattr(self, name)
             if path and not Path(path).exists():
                 raise ConfigError(f"--{_flag(name)}: {path} does not exist")
+            if path and not (Path(path).is_dir() if kind == "a directory" else Path(path).is_file()):
+                raise ConfigError(f"--{_flag(name)}: {path} is not {kind}")
+
+
+_POSITIVE = ("a positive integer", lambda v: v > 0)
+_FRACTION = ("a fraction between 0 and 1 (exclusive)", lambda v: 0 < v < 1)
+_BETA = ("a finite number in [0, 1)", lambda v: 0 <= v < 1)
+_WEIGHT = ("a finite number >= 0 (a sampling weight; 0 turns the task off)", lambda v: v >= 0)
+# The range of each number a run takes: (what the message says it must be, the test). A float not listed here need
+# only be finite (grokfast_alpha and grokfast_lamb: check_grokfast_options owns their ranges).
+_NUMBER_RANGES: dict[str, tuple[str, Any]] = {
+    **dict.fromkeys(["steps", "batch_size", "grad_accum", "vocab_size", "log_interval", "eval_interval",
+                     "eval_batches", "checkpoint_interval", "keep_checkpoints", "max_skipped_steps", "grokking_window",
+                     "grokking_span", "alignment_verses", "concepts_every"], _POSITIVE),
+    "modulus": ("an integer >= 2", lambda v: v >= 2),
+    "block_size": ("an integer >= 0 (0 uses the preset's length)", lambda v: v >= 0),
+    "warmup_steps": ("an integer >= 0", lambda v: v >= 0),
+    "alignment_every": ("an integer >= 0 (0 turns it off)", lambda v: v >= 0),
+    # torch.manual_seed takes an unsigned 64-bit seed, numpy's generators no negative one.
+    "seed": ("an integer in [0, 2**64)", lambda v: 0 <= v < 2**64),
+    "train_fraction": _FRACTION,
+    "lr": ("a finite number > 0", lambda v: v > 0),
+    "min_lr": ("a finite number >= 0", lambda v: v >= 0),
+    "weight_decay": ("a finite number >= 0", lambda v: v >= 0),
+    "beta1": _BETA,
+    "beta2": _BETA,
+    "grad_clip": ("a finite number >= 0 (0 turns clipping off)", lambda v: v >= 0),
+    **dict.fromkeys(["task_lm", "task_coherence", "task_xref", "task_paraphrase"], _WEIGHT),
+    **dict.fromkeys(["grokking_threshold", "grokking_tolerance", "grokking_memorization"], _FRACTION),
+}
+
+
+def _check_number(name: str, value: Any, label: str | None = None) -> None:
+    """Every int and float field: finite (argparse's float() and TOML both accept nan and inf) and in its range.
+    The message names `label`, by default the command-line option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    must_be, in_range = _NUMBER_RANGES.get(name, ("a finite number", lambda v: True))
+    finite = isinstance(value, int) or math.isfinite(value)  # an int is finite (and may be too big for a float)
+    if not (finite and in_range(value)):
+        raise ConfigError(f"{label or '--' + _flag(name)} must be {must_be}, got {value}")
 
 
 def check_grokfast_options(alpha: float, lamb: float) -> None:
@@ -218,6 +261,13 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"--config: {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config: {path} is a directory; give a TOML file (e.g. configs/cpu.toml)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config: {path} is not a UTF-8 text file; give a TOML file (e.g. configs/cpu.toml)") \
+            from None
+    except OSError as e:  # e.g. no permission to read it
+        raise ConfigError(f"--config: cannot read {path} ({e.strerror or e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     known = fields_by_name()
@@ -232,6 +282,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
                 raise ConfigError(f"{path}: unknown option '{prefix}{key}' (see genesis-train --help)")
             else:
                 values[name] = _coerce(known[name], value, str(path))
+                _check_number(name, values[name], label=f"{path}: {prefix}{key}")
 
     take(raw, "")
     return values
@@ -244,3 +295,31 @@ def build_config(toml_path: str | Path | None, overrides: dict[str, Any]) -> Tra
     cfg = TrainConfig(**values)
     cfg.validate()
     return cfg
+
+
+def check_writable_dirs(cfg: TrainConfig) -> None:
+    """The run directory and the cache are, or can be made, directories this process may write in; checked before
+    anything is written, so a bad --out-dir fails at once and not at the first checkpoint. Creates nothing."""
+    if cfg.cache_dir:
+        cache_option = "--cache-dir"
+    elif os.environ.get("GENESIS_CACHE_DIR"):
+        cache_option = "$GENESIS_CACHE_DIR"
+    else:
+        cache_option = "the cache directory"
+    _check_writable_dir("--out-dir", cfg.run_dir, "choose another --out-dir")
+    _check_writable_dir(cache_option, cfg.cache_path, "choose another with --cache-dir")
+
+
+def _check_writable_dir(option: str, path: Path, advice: str) -> None:
+    existing = path  # the deepest part of the path that exists: the directories below it would be made in it
+    while not (existing.exists() or existing.is_symlink()) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = f"{path} is" if existing == path else f"{path} cannot be made: {existing} is"
+        raise ConfigError(f"{option}: {where} a file, not a directory; {advice}")
+    try:
+        # A file that is never linked into the directory (O_TMPFILE) or unlinked at once: nothing stays behind.
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{option}: cannot write in {existing} ({e.strerror or e}); {advice}") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -27,8 +28,18 @@ from genesis_train.callbacks.alignment import CrossTranslationAlignment
 from genesis_train.callbacks.concepts import ConceptClustering
 from genesis_train.callbacks.grokking import GrokkingCallback, GrokkingRule
 from genesis_train.callbacks.norms import WeightNorms
-from genesis_train.checkpointing import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from genesis_train.config import ConfigError, TrainConfig
+from genesis_train.checkpointing import (
+    holds_a_run,
+    intact_before,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from genesis_train.config import ConfigError, TrainConfig, TrainingError
 from genesis_train.grokfast import GrokfastEMA
 from genesis_train.metrics import Progress, RunLog, tensorboard_available
 from genesis_train.mfu import peak_flops
@@ -82,6 +93,7 @@ class Trainer:
         self.device = resolve_device(cfg)
         self.dtype = resolve_dtype(cfg, self.device)
         torch.manual_seed(cfg.seed)
+        resume_from = self._claim_run_dir(cfg)  # before the data: a refused run costs no loading
 
         try:
             self._setup_data(cfg)
@@ -89,13 +101,17 @@ class Trainer:
             # genesis-data reports bad files and impossible settings this way, naming the file:line or option
             raise ConfigError(str(e)) from e
 
-        self.step = 0
-        resume_from = latest_checkpoint(self.run_dir) if cfg.resume else None
+        self.step, self.skipped_in_a_row = 0, 0
+        # The numbers of the steps since the last log line: part of the train state, so that a resumed run logs the
+        # same means as an uninterrupted one when --log-interval does not divide --checkpoint-interval.
+        self.log_window: dict[str, list[torch.Tensor]] = defaultdict(list)
         if resume_from is not None:
             try:
                 self.model, state = load_checkpoint(resume_from)
             except CheckpointError as e:
-                raise ConfigError(f"--resume: {e}") from e
+                intact = intact_before(self.run_dir, resume_from)
+                offer = f"; {intact.name} is intact: move {resume_from} aside to resume from it" if intact else ""
+                raise ConfigError(f"--resume: {e}{offer}") from e
             # Gradient checkpointing is a runtime choice that may change between a run and its resumption.
             self.model.config.gradient_checkpointing = cfg.gradient_checkpointing
             if self.model.config != self.model_config:
@@ -118,6 +134,9 @@ class Trainer:
                 self.grokfast.load_state_dict(state["grokfast"])
             set_rng_state(state["rng"])
             self.step = state["step"]
+            self.skipped_in_a_row = state.get("skipped_in_a_row", 0)
+            for name, values in state.get("log_window", {}).items():
+                self.log_window[name] = [v.to(self.device) for v in values.unbind(0)]
             self.log(f"resumed from {resume_from} at step {self.step}")
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.callbacks = self._build_callbacks(cfg)
@@ -129,8 +148,36 @@ class Trainer:
         if cfg.tensorboard == "on" and not tensorboard_available():
             raise ConfigError("--tensorboard on: the tensorboard package is not installed "
                               "(pip install 'genesis-train[tensorboard]', or --tensorboard off)")
+        self._clear_run_dir()
         self.run_log = RunLog(self.run_dir, tensorboard=cfg.tensorboard != "off" and tensorboard_available(),
                               resume_step=self.step if resume_from else None)
+
+    def _claim_run_dir(self, cfg: TrainConfig) -> Path | None:
+        """The checkpoint to resume from, or None for a new run; refuses to mix a new run with another run's files
+        and removes what a killed run left behind (temporary directories, one checkpoint too many)."""
+        if cfg.resume:
+            prune(self.run_dir, cfg.keep_checkpoints)
+            resume_from = latest_checkpoint(self.run_dir)
+            if resume_from is None:
+                raise ConfigError(f"--resume: {self.run_dir} holds no complete checkpoint to resume from; run "
+                                  f"without --resume to start a new run there")
+            return resume_from
+        if holds_a_run(self.run_dir) and not cfg.overwrite:
+            latest = latest_checkpoint(self.run_dir)
+            held = f"checkpoints up to {latest.name}" if latest else "another run's files"
+            raise ConfigError(f"--out-dir {self.run_dir} holds another run ({held}): continue it with --resume, "
+                              f"choose another --out-dir, or pass --overwrite to delete it")
+        return None
+
+    def _clear_run_dir(self) -> None:
+        """--overwrite: the other run's files go once this run's setup has succeeded, just before it writes."""
+        if self.cfg.resume or not self.cfg.overwrite or not holds_a_run(self.run_dir):
+            return
+        for name in ("checkpoints", "tensorboard"):
+            shutil.rmtree(self.run_dir / name, ignore_errors=True)
+        for name in ("metrics.jsonl", "events.jsonl", "plot.png"):
+            (self.run_dir / name).unlink(missing_ok=True)
+        self.log(f"--overwrite: deleted the earlier run in {self.run_dir}")
 
     def _setup_data(self, cfg: TrainConfig) -> None:
         if cfg.dataset == "modular":
@@ -256,21 +303,60 @@ class Trainer:
             for kind in ("loss", "accuracy"):
                 numbers[f"{kind}_{batch['task']}"].append(out[kind].detach())
         self.scaler.unscale_(self.optimizer)
-        if self.grokfast is not None:  # on the whole step's true (unscaled) gradient, before clipping bounds it
-            self.grokfast.apply()
         # Clipping computes the global gradient norm; with clipping off, an infinite bound only measures it.
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
-        numbers["grad_norm"].append(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
-        self.scaler.step(self.optimizer)
+        if self.grokfast is None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+            finite = self._finite(numbers, grad_norm)
+        else:  # on the whole step's true (unscaled) gradient, before clipping bounds it; never a non-finite one
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            finite = self._finite(numbers, torch.nn.utils.get_total_norm(grads))
+            if finite:
+                self.grokfast.apply()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        numbers["grad_norm"].append(grad_norm)
+        if finite or self.scaler.is_enabled():  # fp16: the scaler skips a non-finite step itself, lowering its scale
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        self._count_skipped(finite, numbers, grad_norm)
         return numbers, tokens
+
+    @staticmethod
+    def _finite(numbers: dict[str, list[torch.Tensor]], grad_norm: torch.Tensor) -> bool:
+        """Whether every loss of the step and its gradient norm are finite: one host sync a step, the price of
+        never letting a non-finite step reach the weights."""
+        losses = [v.float() for name, values in numbers.items() if name.startswith("loss_") for v in values]
+        return bool(torch.isfinite(torch.stack([grad_norm.float(), *losses])).all())
+
+    def _count_skipped(self, finite: bool, numbers: dict[str, list[torch.Tensor]], grad_norm: torch.Tensor) -> None:
+        """Counts skipped steps in a row and stops training after --max-skipped-steps of them. Under fp16 an
+        infinite gradient with finite losses is the scaler's ordinary business, not a skipped step."""
+        bad_losses = [(name.removeprefix("loss_"), float(v)) for name, values in numbers.items()
+                      if name.startswith("loss_") for v in values if not finite and not torch.isfinite(v).all()]
+        if finite or (self.scaler.is_enabled() and not bad_losses):
+            self.skipped_in_a_row = 0
+            return
+        self.skipped_in_a_row += 1
+        numbers["skipped_steps"].append(torch.ones((), device=grad_norm.device))
+        if self.skipped_in_a_row >= self.cfg.max_skipped_steps:
+            culprit = (f"the {bad_losses[0][0]} loss is {bad_losses[0][1]}" if bad_losses
+                       else f"the gradient norm is {float(grad_norm)}")
+            raise TrainingError(f"step {self.step + 1}: {culprit}, {self.skipped_in_a_row} steps in a row skipped "
+                                f"(--max-skipped-steps {self.cfg.max_skipped_steps}); lower --lr or check the data")
 
     def save(self, name: str | None = None) -> Path:
         """A checkpoint of the whole train state: `step-<step>` (kept among the last K), or `name` (kept always)."""
+        # Never a checkpoint of non-finite weights (one host sync for the whole check).
+        if not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
+            bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+            raise TrainingError(f"step {self.step}: {len(bad)} weight tensors hold non-finite values (first: {bad[0]});"
+                                f" no checkpoint written, the last one is intact; lower --lr")
         state = {
             "step": self.step,
+            "skipped_in_a_row": self.skipped_in_a_row,
+            "log_window": {name: torch.stack(values).cpu() for name, values in self.log_window.items() if values},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -315,7 +401,7 @@ class Trainer:
             self._run_callbacks("on_step_end", last_val)  # the measures' values at initialization
             self.run_log.write(last_val)
         progress = Progress(cfg.steps, start=self.step, enabled=cfg.progress)
-        window: dict[str, list[torch.Tensor]] = defaultdict(list)
+        window = self.log_window
         window_tokens, window_t0 = 0, time.perf_counter()
         try:
             while self.step < cfg.steps:
@@ -327,7 +413,10 @@ class Trainer:
                 record: dict[str, Any] = {}
                 if self._due(cfg.log_interval):
                     elapsed = time.perf_counter() - window_t0
+                    skipped = window.pop("skipped_steps", [])
                     record = {name: torch.stack(v).float().mean().item() for name, v in window.items()}
+                    if skipped:
+                        record["skipped_steps"] = len(skipped)
                     tokens_per_s = window_tokens / elapsed
                     record.update(lr=self.scheduler.get_last_lr()[0], tokens_per_s=tokens_per_s,
                                   mfu=tokens_per_s * flops_per_token / peak)
