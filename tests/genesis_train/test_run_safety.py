@@ -179,3 +179,23 @@ def test_no_checkpoint_of_non_finite_weights(quick_config):
                                             r"checkpoint written"):
         trainer.save(name="grokking-step-00000001")
     assert [p.name for p in (cfg.run_dir / "checkpoints").iterdir()] == ["step-00000001"]
+
+
+def test_a_full_disk_during_a_save_is_reported_as_one(quick_config, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from genesis_train import checkpointing
+
+    trainer = quiet(quick_config(steps=1))
+
+    def failing_save(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+    monkeypatch.setattr(checkpointing.torch, "save", failing_save)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(OSError, match="No space left on device") as error:
+        trainer.save()
+    assert error.value.errno == 28 and error.value.filename.endswith("train_state.pt")
+    assert not any((trainer.run_dir / "checkpoints").iterdir())  # the temporary directory is gone too

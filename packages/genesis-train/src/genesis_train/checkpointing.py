@@ -13,6 +13,7 @@ Leftovers of a kill (temporary and half-deleted directories, one checkpoint too 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import random
@@ -118,7 +119,12 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, tokenizer_
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         save_pretrained(model, tmp, tokenizer_file=tokenizer_file)
-        torch.save(train_state, tmp / TRAIN_STATE)
+        try:
+            torch.save(train_state, tmp / TRAIN_STATE)
+        except RuntimeError as e:  # torch's writer reports a full disk as "file write failed", without the errno
+            if shutil.disk_usage(root).free < _tensor_bytes(train_state):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / TRAIN_STATE)) from e
+            raise
         (tmp / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1) + "\n")
@@ -135,6 +141,17 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, tokenizer_
         raise
     prune(run_dir, cfg.keep_checkpoints)
     return final
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in a nested state (what writing it needs, roughly)."""
+    if torch.is_tensor(value):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
 
 
 def check_checkpoint(path: Path) -> None:
