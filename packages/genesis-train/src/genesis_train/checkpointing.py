@@ -27,6 +27,7 @@ import torch
 
 from genesis_model import CheckpointError, load_pretrained, save_pretrained
 from genesis_train.config import TrainConfig
+from genesis_train.metrics import RunLog
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 TRAIN_STATE = "train_state.pt"
@@ -62,7 +63,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def holds_a_run(run_dir: Path) -> bool:
     """Whether a directory already holds a run's checkpoints (complete or not) or metrics."""
     root = checkpoint_root(run_dir)
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run_dir / RunLog.METRICS
     return (root.is_dir() and any(root.iterdir())) or (metrics.is_file() and metrics.stat().st_size > 0)
 
 
@@ -92,6 +93,7 @@ def prune(run_dir: Path, keep: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
     for old in list_checkpoints(run_dir)[:-keep]:
         _delete(old)
+
 
 def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -69,10 +70,19 @@ def tensorboard_available() -> bool:
 class RunLog:
     """Where a run's numbers go: metrics.jsonl, events.jsonl (events also as metrics lines) and TensorBoard."""
 
+    METRICS, EVENTS, TENSORBOARD = "metrics.jsonl", "events.jsonl", "tensorboard"
+
     def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None = None):
-        self.metrics = JsonLinesLog(run_dir / "metrics.jsonl", resume_step)
-        self.events = JsonLinesLog(run_dir / "events.jsonl", resume_step)
-        self.tensorboard = TensorBoardLog(run_dir / "tensorboard", resume_step) if tensorboard else None
+        self.metrics = JsonLinesLog(run_dir / self.METRICS, resume_step)
+        self.events = JsonLinesLog(run_dir / self.EVENTS, resume_step)
+        self.tensorboard = TensorBoardLog(run_dir / self.TENSORBOARD, resume_step) if tensorboard else None
+
+    @classmethod
+    def remove(cls, run_dir: Path) -> None:
+        """Deletes what a RunLog wrote in `run_dir` (for --overwrite)."""
+        shutil.rmtree(run_dir / cls.TENSORBOARD, ignore_errors=True)
+        for name in (cls.METRICS, cls.EVENTS):
+            (run_dir / name).unlink(missing_ok=True)
 
     @property
     def path(self) -> Path:

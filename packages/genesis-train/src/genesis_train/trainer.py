@@ -29,6 +29,7 @@ from genesis_train.callbacks.concepts import ConceptClustering
 from genesis_train.callbacks.grokking import GrokkingCallback, GrokkingRule
 from genesis_train.callbacks.norms import WeightNorms
 from genesis_train.checkpointing import (
+    checkpoint_root,
     holds_a_run,
     intact_before,
     latest_checkpoint,
@@ -173,10 +174,9 @@ class Trainer:
         """--overwrite: the other run's files go once this run's setup has succeeded, just before it writes."""
         if self.cfg.resume or not self.cfg.overwrite or not holds_a_run(self.run_dir):
             return
-        for name in ("checkpoints", "tensorboard"):
-            shutil.rmtree(self.run_dir / name, ignore_errors=True)
-        for name in ("metrics.jsonl", "events.jsonl", "plot.png"):
-            (self.run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(checkpoint_root(self.run_dir), ignore_errors=True)
+        RunLog.remove(self.run_dir)
+        (self.run_dir / "plot.png").unlink(missing_ok=True)
         self.log(f"--overwrite: deleted the earlier run in {self.run_dir}")
 
     def _setup_data(self, cfg: TrainConfig) -> None:
@@ -333,8 +333,8 @@ class Trainer:
     def _count_skipped(self, finite: bool, numbers: dict[str, list[torch.Tensor]], grad_norm: torch.Tensor) -> None:
         """Counts skipped steps in a row and stops training after --max-skipped-steps of them. Under fp16 an
         infinite gradient with finite losses is the scaler's ordinary business, not a skipped step."""
-        bad_losses = [(name.removeprefix("loss_"), float(v)) for name, values in numbers.items()
-                      if name.startswith("loss_") for v in values if not finite and not torch.isfinite(v).all()]
+        bad_losses = [] if finite else [(name.removeprefix("loss_"), float(v)) for name, values in numbers.items()
+                                        if name.startswith("loss_") for v in values if not torch.isfinite(v).all()]
         if finite or (self.scaler.is_enabled() and not bad_losses):
             self.skipped_in_a_row = 0
             return
