@@ -66,3 +66,16 @@ def test_bench_on_cpu_times_only_non_interpreter_backends(capsys):
                          ("residual_norm", "torch")}
     assert {int(row[1]) for row in rows if row[0] == "attention"} == {32, 64}
     assert all("TFLOP/s" in row or "GB/s" in row for row in rows)
+
+
+def test_verify_says_which_backends_it_did_not_check(monkeypatch, capsys):
+    """Without the interpreter a CPU cannot run the Triton kernels: verify passes what it checked and says so."""
+    reason = ("CPU tensors run the Triton kernels only under the interpreter: set TRITON_INTERPRET=1 before "
+              "importing genesis_kernels")
+    monkeypatch.setattr("genesis_kernels.dispatch._device_reason", lambda device: reason)
+    monkeypatch.setattr(cli, "ATTENTION_CASES", cli.ATTENTION_CASES[:1])
+    assert cli.main(["verify", "--device", "cpu", "--dtypes", "fp32"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "backends: torch" in lines[0]
+    assert lines[1] == f"not checked: triton ({reason})"
+    assert lines[-1].endswith(f"passed, 0 failed, 0 skipped; not checked: triton ({reason})")

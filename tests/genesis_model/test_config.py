@@ -83,8 +83,8 @@ def test_parameter_count_by_hand_for_tiny():
     assert PRESETS["tiny"].num_parameters() == 8192 * 256 + 6 * per_layer == 6_843_392
 
 
-def saved_activation_bytes(cfg: ModelConfig, batch: int, seq: int) -> int:
-    """Bytes of the tensors autograd saves in a bf16-autocast forward of the blocks, weights excluded."""
+def saved_activation_bytes(cfg: ModelConfig, batch: int, seq: int, autocast: bool = True) -> int:
+    """Bytes of the tensors autograd saves in a bf16-autocast (or fp32) forward of the blocks, weights excluded."""
     model = GenesisLM(cfg).train()
     parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved = {}
@@ -96,20 +96,23 @@ def saved_activation_bytes(cfg: ModelConfig, batch: int, seq: int) -> int:
 
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             model.hidden_states(ids)
     return sum(nbytes for pointer, nbytes in saved.items() if pointer not in parameters)
 
 
+@pytest.mark.parametrize("autocast", [True, False], ids=["bf16-autocast", "fp32"])
 @pytest.mark.parametrize("norm_position", ["deepnorm", "prenorm"])
-def test_activation_estimate_matches_saved_tensors(norm_position):
+def test_activation_estimate_matches_saved_tensors(norm_position, autocast):
     """The per-token, per-layer estimate equals what autograd really keeps (differencing 2 and 1 layers)."""
     batch, seq = 2, 32
     configs = [ModelConfig.from_preset("tiny", n_layers=n, norm_position=norm_position) for n in (1, 2)]
-    per_layer = saved_activation_bytes(configs[1], batch, seq) - saved_activation_bytes(configs[0], batch, seq)
-    weight_copies = 2 * configs[0].layer_parameters() - 2 * 2 * configs[0].d_model  # norms are not cast
+    per_layer = (saved_activation_bytes(configs[1], batch, seq, autocast)
+                 - saved_activation_bytes(configs[0], batch, seq, autocast))
+    # Autocast keeps a bf16 copy of each matrix (the norms are not cast); fp32 training saves the weights themselves.
+    weight_copies = 2 * configs[0].layer_parameters() - 2 * 2 * configs[0].d_model if autocast else 0
     measured = (per_layer - weight_copies) / (batch * seq)
-    assert measured == pytest.approx(activation_bytes_per_token_per_layer(configs[0]), rel=0.01)
+    assert measured == pytest.approx(activation_bytes_per_token_per_layer(configs[0], autocast), rel=0.01)
     checkpointed = [dataclasses.replace(c, gradient_checkpointing=True) for c in configs]
     per_layer = saved_activation_bytes(checkpointed[1], batch, seq) - saved_activation_bytes(checkpointed[0], batch,
                                                                                                  seq)

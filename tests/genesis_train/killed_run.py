@@ -10,7 +10,10 @@ A child process runs `genesis-train` with one function wrapped so that its n-th 
 - `replace`: `checkpointing.prune`, called by a save right after its rename (the new checkpoint is in place, the
   oldest not yet pruned: K+1 checkpoints on disk);
 - `prune`: `os.unlink`, called by `shutil.rmtree` while a pruned checkpoint is deleted (half-deleted directory);
-- `step`: `Trainer.train_step` (between two steps).
+- `step`: `Trainer.train_step` (between two steps);
+- `sigint`, `sigterm`: the n-th `Trainer.train_step` sends the process that signal in the middle of the step (a user's
+  Ctrl-C, a scheduler's SIGTERM): the run finishes the step, writes a checkpoint and exits with 128 + the signal;
+- `sigint-eval`: SIGINT in the middle of the n-th evaluation (the first one comes before any step).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 MOMENTS = ("save", "replace", "prune", "step")
+# The exit status of a run stopped at each moment: SIGKILL kills it, the others it survives and stops itself.
+SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sigint-eval": signal.SIGINT}
 # Numbers that measure time rather than training: they differ between any two runs.
 TIMING = ("tokens_per_s", "mfu")
 
@@ -39,17 +44,18 @@ def run_options(run_dir: Path, cache_dir: Path) -> list[str]:
 
 
 def child(moment: str, nth: int, options: list[str]) -> int:
-    """genesis-train with the n-th call of the moment's function replaced by SIGKILL."""
+    """genesis-train with the n-th call of the moment's function preceded by SIGKILL (or the moment's signal)."""
     from genesis_train import checkpointing, cli, trainer
 
     calls = 0
+    signum = SIGNALS.get(moment, signal.SIGKILL)
 
     def killing(original):
         def wrapped(*args, **kwargs):
             nonlocal calls
             calls += 1
             if calls == nth:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), signum)
             return original(*args, **kwargs)
         return wrapped
 
@@ -68,10 +74,12 @@ def child(moment: str, nth: int, options: list[str]) -> int:
             finally:
                 os.unlink = unlink
         checkpointing._delete = delete
-    elif moment == "step":
+    elif moment in ("step", "sigint", "sigterm"):
         trainer.Trainer.train_step = killing(trainer.Trainer.train_step)
+    elif moment == "sigint-eval":
+        trainer.Trainer.evaluate = killing(trainer.Trainer.evaluate)
     else:
-        raise SystemExit(f"unknown moment {moment!r}: choose one of {', '.join(MOMENTS)}")
+        raise SystemExit(f"unknown moment {moment!r}: choose one of {', '.join([*MOMENTS, *SIGNALS])}")
     return cli.main(options)
 
 
@@ -116,7 +124,9 @@ def kill_and_resume(run_dir: Path, cache_dir: Path, moment: str, nth: int) -> di
     complete yet) to the end. Returns what happened."""
     options = run_options(run_dir, cache_dir)
     killed = genesis_train(options, kill=(moment, nth))
-    outcome = {"moment": moment, "nth": nth, "killed": killed.returncode == -signal.SIGKILL,
+    stopped_by = 128 + SIGNALS[moment] if moment in SIGNALS else -signal.SIGKILL
+    outcome = {"moment": moment, "nth": nth, "killed": killed.returncode == stopped_by,
+               "message": (killed.stderr.strip().splitlines() or [""])[-1],
                "incomplete_listed": incomplete_listed(run_dir)}
     from genesis_train.checkpointing import latest_checkpoint
 

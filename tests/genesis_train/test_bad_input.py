@@ -101,6 +101,14 @@ ROWS = [
     ("grokfast-lamb-inf", lambda t, r, m: ["--grokfast-lamb", "inf"], 2, r"^--grokfast-lamb must be a finite"),
     ("grokking-threshold-nan", lambda t, r, m: ["--grokking-threshold", "nan"], 2,
      r"^--grokking-threshold must be a fraction between 0 and 1 \(exclusive\), got nan$"),
+    ("checkpoint-interval-negative", lambda t, r, m: ["--checkpoint-interval", "-1"], 2,
+     r"^--checkpoint-interval must be an integer >= 0 \(0: min\(500, steps / 4\)\), got -1$"),
+    # the machine
+    ("cuda-without-a-gpu", lambda t, r, m: (m.setattr("torch.cuda.is_available", lambda: False),
+                                            ["--device", "cuda"])[1], 2,
+     r"^--device cuda: this machine has no CUDA device .*; use configs/cpu\.toml or --device cpu --dtype float32$"),
+    ("float16-on-the-cpu", lambda t, r, m: ["--dtype", "float16"], 2,
+     r"^--dtype float16 on the CPU: float16 training is for GPUs .*; use --dtype float32"),
     ("mode-unknown", lambda t, r, m: ["--mode", "nope"], 2, r"^--mode 'nope' is not a preset"),
     # directories and files
     ("out-dir-empty", lambda t, r, m: ["--out-dir", ""], 2, r"^--out-dir must not be empty"),

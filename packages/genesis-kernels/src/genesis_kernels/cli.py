@@ -13,7 +13,7 @@ import torch
 
 from . import fallback
 from .dispatch import (BackendError, available_backends, decode_attention, flash_attention, gpu_family, matvec,
-                       residual_norm, residual_norm_matvec, swiglu)
+                       residual_norm, residual_norm_matvec, swiglu, unavailable_backends)
 from .memory import peak_memory
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -254,6 +254,10 @@ def verify(args: argparse.Namespace) -> int:
     family = gpu_family(device) if device.type == "cuda" else "cpu"
     print(f"genesis-kernels verify on {device} ({family}), torch {torch.__version__}, backends: "
           f"{', '.join(backends)}")
+    # A backend this device cannot run is not checked: said before the table and again under it.
+    not_checked = [f"{name} ({reason})" for name, reason in unavailable_backends(device).items()]
+    if not_checked:
+        print(f"not checked: {'; '.join(not_checked)}")
     allow_tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     _print_verify_row([name for name, _ in _VERIFY_COLUMNS])
@@ -271,7 +275,8 @@ def verify(args: argparse.Namespace) -> int:
         torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     failures = sum(c.status == "FAIL" for c in checks)
     passed = sum(c.status == "pass" for c in checks)
-    print(f"{passed} passed, {failures} failed, {len(checks) - passed - failures} skipped")
+    print(f"{passed} passed, {failures} failed, {len(checks) - passed - failures} skipped"
+          + (f"; not checked: {'; '.join(not_checked)}" if not_checked else ""))
     return 1 if failures else 0
 
 

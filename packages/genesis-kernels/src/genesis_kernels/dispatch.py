@@ -132,11 +132,15 @@ def _dtype_reason(dtype: torch.dtype, device: torch.device, arithmetic_in_dtype:
 
 def available_backends(device: torch.device | str | None = None) -> list[str]:
     """Backends that can run on ``device`` (default: the current CUDA device if any, else the CPU)."""
+    return [name for name in ("triton", "torch") if name not in unavailable_backends(device)]
+
+
+def unavailable_backends(device: torch.device | str | None = None) -> dict[str, str]:
+    """The backends that cannot run on ``device``, each with the reason (and how to make it run where one can)."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    names = ["triton"] if _device_reason(device) is None else []
-    return names + ["torch"]
+    reason = _device_reason(torch.device(device))
+    return {"triton": reason} if reason else {}
 
 
 def _requested_backend(backend: str | None) -> str:

@@ -190,31 +190,35 @@ class TrainingMemory:
         return self.weights + self.grads + self.adamw + self.activations_checkpointed
 
 
-def activation_bytes_per_token_per_layer(cfg: ModelConfig) -> int:
-    """Bytes one block keeps for backward per token under bf16 autocast (the residual stream stays fp32).
+def activation_bytes_per_token_per_layer(cfg: ModelConfig, autocast: bool = True) -> int:
+    """Bytes one block keeps for backward per token under 16-bit autocast (the residual stream stays fp32), or in
+    plain fp32 training with `autocast=False`.
 
-    Counted from the tensors autograd saves (tests/genesis_model/test_config.py measures them): in bf16 the three
-    linear inputs, the rotated q and k, the compact copy of v, the gate/up projection, silu(gate) and the SwiGLU
-    product; in fp32 four residual-stream tensors around the two norms, their 1/rms, and attention's per-head
-    log-sum-exp.
+    Counted from the tensors autograd saves (tests/genesis_model/test_config.py measures them): in 16 bits under
+    autocast (else fp32) the three linear inputs, the rotated q and k, the compact copy of v, the gate/up projection,
+    silu(gate) and the SwiGLU product; in fp32 four residual-stream tensors around the two norms, their 1/rms, and
+    attention's per-head log-sum-exp.
     """
     d, kv, m = cfg.d_model, cfg.kv_dim, cfg.d_mlp
-    bf16_elements = 3 * d + (d + kv) + kv + 4 * m
+    cast_elements = 3 * d + (d + kv) + kv + 4 * m
     fp32_elements = 4 * d + 2 + cfg.n_heads
-    return 2 * bf16_elements + 4 * fp32_elements
+    return (2 if autocast else 4) * cast_elements + 4 * fp32_elements
 
 
-def training_memory(cfg: ModelConfig, batch_size: int, seq_len: int, with_heads: bool = True) -> TrainingMemory:
+def training_memory(cfg: ModelConfig, batch_size: int, seq_len: int, with_heads: bool = True,
+                    autocast: bool = True) -> TrainingMemory:
+    """The estimate for bf16/fp16 autocast over fp32 weights, or for plain fp32 training with `autocast=False`."""
     params = cfg.num_parameters() + (cfg.head_parameters() if with_heads else 0)
     tokens = batch_size * seq_len
-    # Autocast keeps a bf16 copy of every matrix it casts (all but the norm weights) for the backward pass.
-    weight_copies = 2 * cfg.n_layers * (cfg.layer_parameters() - 2 * cfg.d_model)
-    # Logits in bf16, the fp32 log-softmax cross-entropy keeps, and the fp32 gradient of the logits.
-    logits = tokens * cfg.vocab_size * (2 + 4 + 4)
+    # Autocast keeps a 16-bit copy of every matrix it casts (all but the norm weights) for the backward pass.
+    weight_copies = 2 * cfg.n_layers * (cfg.layer_parameters() - 2 * cfg.d_model) if autocast else 0
+    # The logits (16-bit under autocast), the fp32 log-softmax cross-entropy keeps, the fp32 gradient of the logits.
+    logits = tokens * cfg.vocab_size * ((2 if autocast else 4) + 4 + 4)
     embeddings = tokens * cfg.d_model * 4
-    blocks = cfg.n_layers * tokens * activation_bytes_per_token_per_layer(cfg) + weight_copies
+    per_token = activation_bytes_per_token_per_layer(cfg, autocast)
+    blocks = cfg.n_layers * tokens * per_token + weight_copies
     # With checkpointing each block keeps only its fp32 input; one block at a time is recomputed in backward.
-    checkpointed = cfg.n_layers * tokens * cfg.d_model * 4 + tokens * activation_bytes_per_token_per_layer(cfg)
+    checkpointed = cfg.n_layers * tokens * cfg.d_model * 4 + tokens * per_token
     return TrainingMemory(
         weights=4 * params,
         grads=4 * params,

@@ -17,6 +17,7 @@ from genesis_train.config import (
     check_writable_dirs,
     fields_by_name,
 )
+from genesis_train.interrupt import Interrupted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,11 +74,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"genesis-train: error: {message}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\ngenesis-train: interrupted; the last complete checkpoint is kept (resume with --resume)",
-              file=sys.stderr)
+    except Interrupted as e:
+        print(f"genesis-train: {e}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:  # before training began, or a second Ctrl-C
+        print(f"\ngenesis-train: interrupted; {kept_checkpoint(cfg)}", file=sys.stderr)
         return 130
     return 0
+
+
+def kept_checkpoint(cfg: TrainConfig | None) -> str:
+    """What an interrupted run leaves to continue from."""
+    from genesis_train.checkpointing import latest_checkpoint
+
+    latest = latest_checkpoint(cfg.run_dir) if cfg is not None else None
+    return f"checkpoint {latest} is kept (continue with --resume)" if latest else "no checkpoint was written"
 
 
 def storage_error_message(error: OSError, cfg: TrainConfig | None) -> str | None:

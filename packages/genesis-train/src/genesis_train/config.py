@@ -87,7 +87,8 @@ class TrainConfig:
     log_interval: int = _opt(10, "steps between metric lines")
     eval_interval: int = _opt(100, "steps between validation passes (and at the last step)")
     eval_batches: int = _opt(8, "validation batches per pass (held-out chapters, LM task)")
-    checkpoint_interval: int = _opt(500, "steps between checkpoints (and at the last step)")
+    checkpoint_interval: int = _opt(0, "steps between checkpoints (and at the last step); 0: min(500, steps / 4), "
+                                    "so a run always has checkpoints before its end")
     keep_checkpoints: int = _opt(3, "how many recent checkpoints to keep")
     resume: bool = _opt(False, "continue from the latest complete checkpoint in out_dir (an error when there is "
                         "none)")
@@ -132,6 +133,11 @@ class TrainConfig:
     @property
     def cache_path(self) -> Path:
         return Path(self.cache_dir or os.environ.get("GENESIS_CACHE_DIR") or Path.home() / ".cache" / "genesis")
+
+    @property
+    def checkpoint_every(self) -> int:
+        """Steps between checkpoints: --checkpoint-interval, or by default at most a quarter of the run."""
+        return self.checkpoint_interval or min(500, max(1, self.steps // 4))
 
     @property
     def task_weights(self) -> dict[str, float]:
@@ -197,12 +203,13 @@ _WEIGHT = ("a finite number >= 0 (a sampling weight; 0 turns the task off)", lam
 # only be finite (grokfast_alpha and grokfast_lamb: check_grokfast_options owns their ranges).
 _NUMBER_RANGES: dict[str, tuple[str, Any]] = {
     **dict.fromkeys(["steps", "batch_size", "grad_accum", "vocab_size", "log_interval", "eval_interval",
-                     "eval_batches", "checkpoint_interval", "keep_checkpoints", "max_skipped_steps", "grokking_window",
+                     "eval_batches", "keep_checkpoints", "max_skipped_steps", "grokking_window",
                      "grokking_span", "alignment_verses", "concepts_every"], _POSITIVE),
     "modulus": ("an integer >= 2", lambda v: v >= 2),
     "block_size": ("an integer >= 0 (0 uses the preset's length)", lambda v: v >= 0),
     "warmup_steps": ("an integer >= 0", lambda v: v >= 0),
     "alignment_every": ("an integer >= 0 (0 turns it off)", lambda v: v >= 0),
+    "checkpoint_interval": ("an integer >= 0 (0: min(500, steps / 4))", lambda v: v >= 0),
     # torch.manual_seed takes an unsigned 64-bit seed, numpy's generators no negative one.
     "seed": ("an integer in [0, 2**64)", lambda v: 0 <= v < 2**64),
     "train_fraction": _FRACTION,

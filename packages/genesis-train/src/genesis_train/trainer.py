@@ -13,7 +13,7 @@ import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -42,6 +42,7 @@ from genesis_train.checkpointing import (
 )
 from genesis_train.config import ConfigError, TrainConfig, TrainingError
 from genesis_train.grokfast import GrokfastEMA
+from genesis_train.interrupt import Interrupted, StopSignals
 from genesis_train.metrics import Progress, RunLog, tensorboard_available
 from genesis_train.mfu import peak_flops
 from genesis_train.optim import build_optimizer, build_scheduler
@@ -51,7 +52,8 @@ Batch = dict[str, Any]
 
 def resolve_device(cfg: TrainConfig) -> torch.device:
     if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+        raise ConfigError("--device cuda: this machine has no CUDA device (the GPU configs, e.g. "
+                          "configs/t2000_low_vram.toml, set it); use configs/cpu.toml or --device cpu --dtype float32")
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(cfg.device)
@@ -62,6 +64,10 @@ def resolve_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
+    if cfg.dtype == "float16" and device.type == "cpu":
+        # fp16 autocast and its loss scaling exist for GPUs; CPUs have no fast float16 matmuls.
+        raise ConfigError("--dtype float16 on the CPU: float16 training is for GPUs and crawls on a CPU; use --dtype "
+                          "float32 (or configs/cpu.toml)")
     return getattr(torch, cfg.dtype)
 
 
@@ -103,6 +109,7 @@ class Trainer:
             raise ConfigError(str(e)) from e
 
         self.step, self.skipped_in_a_row = 0, 0
+        self.saved_step: int | None = None  # the step of the newest step-N checkpoint of this run
         # The numbers of the steps since the last log line: part of the train state, so that a resumed run logs the
         # same means as an uninterrupted one when --log-interval does not divide --checkpoint-interval.
         self.log_window: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -134,7 +141,7 @@ class Trainer:
             if self.grokfast is not None and "grokfast" in state:  # switched on only now: the EMA starts fresh
                 self.grokfast.load_state_dict(state["grokfast"])
             set_rng_state(state["rng"])
-            self.step = state["step"]
+            self.step = self.saved_step = state["step"]
             self.skipped_in_a_row = state.get("skipped_in_a_row", 0)
             for name, values in state.get("log_window", {}).items():
                 self.log_window[name] = [v.to(self.device) for v in values.unbind(0)]
@@ -366,7 +373,25 @@ class Trainer:
         }
         if self.grokfast is not None:
             state["grokfast"] = self.grokfast.state_dict()
-        return save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer_file, state, self.cfg, name=name)
+        path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer_file, state, self.cfg, name=name)
+        if name is None:
+            self.saved_step = self.step
+        return path
+
+    def _stop_on_signal(self, stop: StopSignals) -> NoReturn:
+        """After a stop was requested: a checkpoint of the step just finished (unless it has one), then Interrupted.
+        Stopped before the first step, the run leaves nothing behind, so the same command starts it again."""
+        if self.step == 0:
+            self.run_log.close()
+            RunLog.remove(self.run_dir)
+            raise Interrupted(f"interrupted by {stop.requested} before the first step; nothing written",
+                              stop.signum)
+        if self.saved_step == self.step:
+            path, how = latest_checkpoint(self.run_dir), "holds it"
+        else:
+            path, how = self.save(), "written"
+        raise Interrupted(f"interrupted by {stop.requested} after step {self.step}: checkpoint {path} {how} "
+                          f"(continue with --resume)", stop.signum)
 
     def record_event(self, event: dict[str, Any]) -> None:
         """An event (e.g. grokking) as a line of metrics.jsonl and events.jsonl, and as TensorBoard text."""
@@ -395,43 +420,46 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_start(self)
         last_val: dict[str, Any] = {}
-        if self.step == 0:
-            last_val = {"step": 0, **self.evaluate()}
-            self._run_callbacks("on_evaluate", last_val)
-            self._run_callbacks("on_step_end", last_val)  # the measures' values at initialization
-            self.run_log.write(last_val)
         progress = Progress(cfg.steps, start=self.step, enabled=cfg.progress)
         window = self.log_window
-        window_tokens, window_t0 = 0, time.perf_counter()
         try:
-            while self.step < cfg.steps:
-                numbers, tokens = self.train_step()
-                self.step += 1
-                for name, values in numbers.items():
-                    window[name].extend(values)
-                window_tokens += tokens
-                record: dict[str, Any] = {}
-                if self._due(cfg.log_interval):
-                    elapsed = time.perf_counter() - window_t0
-                    skipped = window.pop("skipped_steps", [])
-                    record = {name: torch.stack(v).float().mean().item() for name, v in window.items()}
-                    if skipped:
-                        record["skipped_steps"] = len(skipped)
-                    tokens_per_s = window_tokens / elapsed
-                    record.update(lr=self.scheduler.get_last_lr()[0], tokens_per_s=tokens_per_s,
-                                  mfu=tokens_per_s * flops_per_token / peak)
-                    window.clear()
-                    window_tokens, window_t0 = 0, time.perf_counter()
-                if self._due(cfg.eval_interval):
-                    record.update(self.evaluate())
-                    self._run_callbacks("on_evaluate", record)
-                    last_val = {"step": self.step, **record}
-                self._run_callbacks("on_step_end", record)
-                if record:
-                    self.run_log.write({"step": self.step, **record})
-                    progress.update(self.step, progress_text(record))
-                if self._due(cfg.checkpoint_interval):
-                    self.save()
+            with StopSignals() as stop:
+                if self.step == 0:
+                    last_val = {"step": 0, **self.evaluate()}
+                    self._run_callbacks("on_evaluate", last_val)
+                    self._run_callbacks("on_step_end", last_val)  # the measures' values at initialization
+                    self.run_log.write(last_val)
+                window_tokens, window_t0 = 0, time.perf_counter()
+                while self.step < cfg.steps and not stop.requested:
+                    numbers, tokens = self.train_step()
+                    self.step += 1
+                    for name, values in numbers.items():
+                        window[name].extend(values)
+                    window_tokens += tokens
+                    record: dict[str, Any] = {}
+                    if self._due(cfg.log_interval):
+                        elapsed = time.perf_counter() - window_t0
+                        skipped = window.pop("skipped_steps", [])
+                        record = {name: torch.stack(v).float().mean().item() for name, v in window.items()}
+                        if skipped:
+                            record["skipped_steps"] = len(skipped)
+                        tokens_per_s = window_tokens / elapsed
+                        record.update(lr=self.scheduler.get_last_lr()[0], tokens_per_s=tokens_per_s,
+                                      mfu=tokens_per_s * flops_per_token / peak)
+                        window.clear()
+                        window_tokens, window_t0 = 0, time.perf_counter()
+                    if self._due(cfg.eval_interval):
+                        record.update(self.evaluate())
+                        self._run_callbacks("on_evaluate", record)
+                        last_val = {"step": self.step, **record}
+                    self._run_callbacks("on_step_end", record)
+                    if record:
+                        self.run_log.write({"step": self.step, **record})
+                        progress.update(self.step, progress_text(record))
+                    if self._due(cfg.checkpoint_every):
+                        self.save()
+                if stop.requested:
+                    self._stop_on_signal(stop)
         finally:
             progress.close()
             self.run_log.close()
