@@ -46,6 +46,7 @@ from genesis_train.interrupt import Interrupted, StopSignals
 from genesis_train.metrics import Progress, RunLog, tensorboard_available
 from genesis_train.mfu import peak_flops
 from genesis_train.optim import build_optimizer, build_scheduler
+from genesis_train.preflight import check_fit, step_seconds_at_peak
 
 Batch = dict[str, Any]
 
@@ -107,6 +108,7 @@ class Trainer:
         except (ValueError, FileNotFoundError) as e:
             # genesis-data reports bad files and impossible settings this way, naming the file:line or option
             raise ConfigError(str(e)) from e
+        check_fit(cfg, self.model_config, self.sampler.block_size, self.device, self.dtype)
 
         self.step, self.skipped_in_a_row = 0, 0
         self.saved_step: int | None = None  # the step of the newest step-N checkpoint of this run
@@ -417,6 +419,11 @@ class Trainer:
         flops_per_token = train_flops_per_token(self.model.config, self.sampler.block_size)
         self.log(f"MFU against the {peak_source} peak of {peak / 1e12:.3g} TFLOP/s "
                  f"({flops_per_token / 1e6:.1f} MFLOP a token)")
+        tokens_per_step = cfg.batch_size * cfg.grad_accum * self.sampler.block_size
+        seconds = step_seconds_at_peak(flops_per_token, tokens_per_step, peak)
+        if seconds > 10:  # a large preset on a small device: say so before the silence of the first step
+            self.log(f"a step ({tokens_per_step:,} tokens) takes at least {seconds:,.0f} s on this {self.device.type} "
+                     f"at its measured peak; a smaller --mode, --batch-size or --block-size is faster")
         for callback in self.callbacks:
             callback.on_train_start(self)
         last_val: dict[str, Any] = {}
