@@ -24,6 +24,7 @@ import torch
 from tokenizers import Tokenizer
 
 from genesis_data.corpus import Corpus, default_cache_dir
+from genesis_data.progress import track
 from genesis_data.tokenizer import encode_verses, file_fingerprint
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def _build_cache(corpus: Corpus, tokenizer: Tokenizer, path: Path) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     token_parts, length_parts = [], []
-    for translation in corpus.translations:
+    for translation in track(corpus.translations, "tokenizing the corpus", unit="translations"):
         tokens, offsets = encode_verses(tokenizer, translation.texts)
         token_parts.append(tokens)
         length_parts.append(np.diff(offsets))

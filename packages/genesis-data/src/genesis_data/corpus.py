@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from genesis_data import canon
+from genesis_data.progress import track
 from genesis_data.readers import READER_VERSION, ParsedBible, ebible, plain_text, read_bible_file
 from genesis_data.readers.ebible import VREF_NAME
 
@@ -165,7 +166,8 @@ class Corpus:
         parse_cache = Path(cache_dir or default_cache_dir()) / "parsed"
         translations: dict[str, Translation] = {}
         skipped: list[Path] = []
-        for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        for file in track(files, f"reading {folder}", unit="files"):
             if file.name in _NOT_TRANSLATIONS:
                 continue
             if file.stem in translations:

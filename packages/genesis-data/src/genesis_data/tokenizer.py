@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from genesis_data.progress import track
+
 if TYPE_CHECKING:
     from genesis_data.corpus import Corpus
 
@@ -116,7 +118,9 @@ def load_or_train_tokenizer(corpus: Corpus, kind: str = "bpe", vocab_size: int =
         return path
     log.info("training a %s tokenizer with %d entries (once; cached as %s)", kind, vocab_size, path)
     train = train_bpe_tokenizer if kind == "bpe" else train_char_tokenizer
-    tokenizer = train(corpus.iter_texts(), vocab_size)
+    verses = sum(len(translation.texts) for translation in corpus.translations)
+    tokenizer = train(track(corpus.iter_texts(), f"training the {kind} tokenizer", total=verses, unit="verses"),
+                      vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tokenizer.save(str(tmp))

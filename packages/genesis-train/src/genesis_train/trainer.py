@@ -19,6 +19,7 @@ import torch
 
 from genesis_data.algorithmic import ModularArithmetic
 from genesis_data.corpus import Corpus
+from genesis_data.progress import show_progress, track
 from genesis_data.sampler import MultiTaskSampler
 from genesis_data.tokenizer import load_or_train_tokenizer
 from genesis_model import PRESETS, CheckpointError, GenesisTokenizer, ModelConfig, MultiTaskModel
@@ -97,6 +98,7 @@ class Trainer:
         if cfg.mode not in PRESETS:
             raise ConfigError(f"--mode {cfg.mode!r} is not a preset; choose one of {', '.join(PRESETS)}")
         self.cfg, self.log = cfg, log
+        show_progress(cfg.progress)  # the long phases of preparing data and evaluating, too
         self.run_dir = cfg.run_dir
         self.device = resolve_device(cfg)
         self.dtype = resolve_dtype(cfg, self.device)
@@ -286,7 +288,8 @@ class Trainer:
         record: dict[str, float] = {}
         with inference(self):
             for task, batches in self.val_batches.items():
-                outputs = [self.forward(b) for b in batches]
+                shown = track(batches, f"evaluating {task} at step {self.step}", unit="batches")
+                outputs = [self.forward(b) for b in shown]
                 # LM batches weigh by their labelled tokens (a last, shorter batch counts for what it holds), the
                 # other tasks' batches alike.
                 weights = torch.stack([o.get("tokens", o["loss"].new_ones(())) for o in outputs]).float()
