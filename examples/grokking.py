@@ -62,7 +62,7 @@ def summarize(run_dir: Path, seconds: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/grokking"), help="where the three runs go")
-    parser.add_argument("--steps", type=int, default=2400, help="steps of each run")
+    parser.add_argument("--steps", type=int, default=2100, help="steps of each run")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 

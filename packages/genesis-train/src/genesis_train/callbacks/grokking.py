@@ -33,8 +33,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class GrokkingRule:
+    # Defaults chosen by replaying recorded runs over a grid (examples/detector_grid.py, README "Grokking on modular
+    # addition"): the smallest window that stays quiet through the fall of a Bible run's loss, and one that fits
+    # inside the modular-addition plateau.
     metric: str = "val_loss_lm"
-    window: int = 1000
+    window: int = 500
     threshold: float = 0.10
     span: int = 500
     tolerance: float = 0.05
