@@ -1,6 +1,6 @@
 """The grokking proof: three runs of `configs/grokking.toml` through `genesis-train`, one JSON summary, one figure.
 
-    hatch run test:python examples/grokking.py --out runs/grokking   # ~12 minutes on the project's 2-core CPU
+    hatch run test:python examples/grokking.py --out runs/grokking   # ~9 minutes on the project's 2-core CPU
 
 1. grokking: a + b mod 97, 20% of the equations for training, weight decay 1. The model memorizes its training
    equations within ~100 steps, sits at the validation accuracy that commutativity gives away for free (about the
