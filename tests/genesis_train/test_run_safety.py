@@ -199,3 +199,37 @@ def test_a_full_disk_during_a_save_is_reported_as_one(quick_config, monkeypatch)
         trainer.save()
     assert error.value.errno == 28 and error.value.filename.endswith("train_state.pt")
     assert not any((trainer.run_dir / "checkpoints").iterdir())  # the temporary directory is gone too
+
+
+# -- a full disk inside safetensors' writer ---------------------------------------------------------------------------
+
+def test_a_disk_that_fills_while_the_weights_are_written_is_one_line_and_leaves_the_last_checkpoint(
+        tmp_path, cache_dir, monkeypatch, capsys):
+    """safetensors reports a full disk as SafetensorError "... (os error 28)" (seen on a 1 MiB tmpfs); it reaches the
+    user as the one-line disk-full message naming the file, and the half-written checkpoint is gone."""
+    from safetensors import SafetensorError
+
+    from genesis_model import checkpoint
+    from genesis_train.cli import main
+
+    saves = []
+
+    def fills_the_disk_on_the_second_save(tensors, path, metadata=None):
+        saves.append(path)
+        if len(saves) == 1:
+            return real_save_file(tensors, path, metadata=metadata)
+        open(path, "wb").write(b"\0" * 64)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    real_save_file = checkpoint.save_file
+    monkeypatch.setattr(checkpoint, "save_file", fills_the_disk_on_the_second_save)
+    run = tmp_path / "run"
+    argv = ["--steps", "4", "--checkpoint-interval", "2", "--eval-interval", "2", "--eval-batches", "2",
+            "--block-size", "64", "--vocab-size", "512", "--device", "cpu", "--no-progress", "--cache-dir",
+            str(cache_dir), "--out-dir", str(run)]
+    assert main(argv) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == (f"genesis-train: error: disk full while writing {run}/checkpoints/.step-00000004.tmp/"
+                         f"model.safetensors.partial (free space or choose another --out-dir)")
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000002"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000002"]

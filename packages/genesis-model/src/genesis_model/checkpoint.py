@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -42,7 +43,11 @@ def save_pretrained(model: GenesisLM | MultiTaskModel, directory: str | os.PathL
     tensors = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
     # Write then rename, so an interrupted save never leaves a truncated file under the real name.
     partial = directory / (WEIGHTS_FILE + ".partial")
-    save_file(tensors, partial, metadata={"format": "pt"})
+    try:
+        save_file(tensors, partial, metadata={"format": "pt"})
+    except SafetensorError as e:
+        partial.unlink(missing_ok=True)
+        raise storage_error(e, partial) from e
     os.replace(partial, directory / WEIGHTS_FILE)
     meta = {"format_version": FORMAT_VERSION, "model_class": name, "config": model.config.to_dict()}
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -54,6 +59,16 @@ def save_pretrained(model: GenesisLM | MultiTaskModel, directory: str | os.PathL
         if not target.exists() or not target.samefile(tokenizer_file):
             shutil.copyfile(tokenizer_file, target)
     return directory
+
+
+def storage_error(error: SafetensorError, path: Path) -> Exception:
+    """safetensors reports a failed write as "... I/O error: <text> (os error N)": the OSError that names the errno
+    and the file (a full disk, a read-only file system), so callers handle it as any other failed write."""
+    found = re.search(r"\(os error (\d+)\)", str(error))
+    if found is None:
+        return error
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code), str(path))
 
 
 def read_config(directory: str | os.PathLike) -> tuple[type, ModelConfig]:
