@@ -425,8 +425,13 @@ class Trainer:
         tokens_per_step = cfg.batch_size * cfg.grad_accum * self.sampler.block_size
         seconds = step_seconds_at_peak(flops_per_token, tokens_per_step, peak)
         if seconds > 10:  # a large preset on a small device: say so before the silence of the first step
+            # An evaluation is forward passes only: a third of a training step's FLOPs a token.
+            batches = [b for task_batches in self.val_batches.values() for b in task_batches]
+            evaluation = step_seconds_at_peak(flops_per_token / 3, sum(map(count_tokens, batches)), peak)
             self.log(f"a step ({tokens_per_step:,} tokens) takes at least {seconds:,.0f} s on this {self.device.type} "
-                     f"at its measured peak; a smaller --mode, --batch-size or --block-size is faster")
+                     f"at its measured peak, an evaluation ({len(batches)} batches) at least {evaluation:,.0f} s; "
+                     f"a smaller --mode, --batch-size or --block-size is faster, fewer --eval-batches shorten "
+                     f"evaluations")
         for callback in self.callbacks:
             callback.on_train_start(self)
         last_val: dict[str, Any] = {}
