@@ -61,3 +61,13 @@ def test_reading_a_bible_directory_shows_its_files(monkeypatch, tmp_path, capsys
     err = capsys.readouterr().err
     assert f"reading {FORMATS}: {len(files)} of {len(files)} files, done in" in err
     assert len(corpus.translations) >= 1
+
+
+def test_library_bars_only_on_a_terminal(monkeypatch):
+    monkeypatch.setattr("sys.stderr", Terminal())
+    assert progress.terminal_bars()
+    progress.show_progress(False)
+    assert not progress.terminal_bars()
+    progress.show_progress(True)
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    assert not progress.terminal_bars()

@@ -31,6 +31,12 @@ def show_progress(enabled: bool) -> None:
     _enabled = enabled
 
 
+def terminal_bars() -> bool:
+    """Whether libraries with progress bars of their own (the tokenizer trainer) should draw them: progress is on and
+    stderr is a terminal (off a terminal the tokenizer trainer still prints blank lines)."""
+    return _enabled and sys.stderr.isatty()
+
+
 def track(items: Iterable[T], description: str, total: int | None = None, unit: str = "it",
           stream: TextIO | None = None) -> Iterator[T]:
     """Yields `items`, showing how many have been done (of `total`, or of len(items) when it has one)."""

@@ -432,6 +432,9 @@ class Trainer:
                      f"at its measured peak, an evaluation ({len(batches)} batches) at least {evaluation:,.0f} s; "
                      f"a smaller --mode, --batch-size or --block-size is faster, fewer --eval-batches shorten "
                      f"evaluations")
+        if cfg.compile:  # torch.compile works at the first forward and reports nothing while it does
+            self.log("--compile: the first evaluation and the first step compile the model first (seconds for a "
+                     "small preset, minutes for a large one)")
         for callback in self.callbacks:
             callback.on_train_start(self)
         last_val: dict[str, Any] = {}
