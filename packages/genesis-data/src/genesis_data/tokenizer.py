@@ -30,8 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from genesis_data import progress
-from genesis_data.progress import track
+from genesis_data.progress import terminal_bars, track
 
 if TYPE_CHECKING:
     from genesis_data.corpus import Corpus
@@ -75,7 +74,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
         vocab_size=vocab_size - len(ATOMIC_WORDS),
         special_tokens=list(SPECIAL_TOKENS.values()),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=progress.terminal_bars(),  # its own bars, the merges included
+        show_progress=terminal_bars(),  # its own bars, the merges included
     )
     # The atomic words are cut out of the training text, so that no merge is spent on them and they get ids
     # of their own at the end of the vocabulary.

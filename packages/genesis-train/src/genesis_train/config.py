@@ -171,8 +171,6 @@ class TrainConfig:
             raise ConfigError(f"--grokking-span {self.grokking_span} is shorter than --eval-interval "
                               f"{self.eval_interval}: a drop could never be seen within it")
         check_grokfast_options(self.grokfast_alpha, self.grokfast_lamb)
-        if self.alignment_every < 0:
-            raise ConfigError(f"--alignment-every must be >= 0 (0 turns it off), got {self.alignment_every}")
         if self.alignment_pair and len(self.alignment_names) != 2:
             raise ConfigError(f"--alignment-pair must be two translation names as NAME,NAME, got "
                               f"{self.alignment_pair!r}")

@@ -65,11 +65,11 @@ def check_fit(cfg: TrainConfig, model: ModelConfig, seq_len: int, device: torch.
     what = (f"--mode {cfg.mode} at {shape.batch_size} x {seq_len} tokens a micro-batch"
             f"{' with gradient checkpointing' if shape.checkpointing else ''} in "
             f"{str(dtype).removeprefix('torch.')}")
-    fitting = next((s for s in smaller_shapes(shape) if training_bytes(model, s, seq_len, device, dtype) <= available),
-                   None)
-    if fitting is not None:
-        advice = (f"{fitting.options()} fits (about {bytes_human(training_bytes(model, fitting, seq_len, device, dtype))}"
-                  f", the same global batch)")
+    sized = [(s, training_bytes(model, s, seq_len, device, dtype)) for s in smaller_shapes(shape)]
+    fitting = [(s, n) for s, n in sized if n <= available]
+    if fitting:
+        first, first_bytes = fitting[0]
+        advice = f"{first.options()} fits (about {bytes_human(first_bytes)}, the same global batch)"
     else:
         advice = ("not even one sequence a micro-batch with --gradient-checkpointing fits: choose a smaller --mode "
                   "or --block-size (`genesis-model presets` lists each preset's memory)")
