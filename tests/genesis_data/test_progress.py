@@ -2,6 +2,7 @@
 
 import io
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,28 @@ def test_library_bars_only_on_a_terminal(monkeypatch):
     progress.show_progress(True)
     monkeypatch.setattr("sys.stderr", io.StringIO())
     assert not progress.terminal_bars()
+
+
+def test_a_phase_with_nothing_to_count_shows_its_seconds(monkeypatch):
+    monkeypatch.setattr(progress, "PLAIN_EVERY", 0.05)
+    stream = io.StringIO()
+    with progress.running("compiling", stream=stream):
+        time.sleep(0.3)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 3 and all(re.fullmatch(r"compiling: \d+ s", line) for line in lines[:-1]), lines
+    assert re.fullmatch(r"compiling: done in \d+ s", lines[-1])
+
+    monkeypatch.setattr(progress, "DELAY", 0.0)
+    terminal = Terminal()
+    with progress.running("compiling", stream=terminal):
+        time.sleep(1.5)  # the bar is redrawn every second
+    assert re.search(r"compiling: 00:0[12]", terminal.getvalue()), terminal.getvalue()
+
+    short, off = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(progress, "PLAIN_EVERY", 10.0)
+    with progress.running("compiling", stream=short):
+        pass
+    progress.show_progress(False)
+    with progress.running("compiling", stream=off):
+        time.sleep(0.1)
+    assert short.getvalue() == off.getvalue() == ""

@@ -1,5 +1,6 @@
 import math
 import shutil
+import time
 
 import pytest
 import torch
@@ -134,3 +135,28 @@ def test_bible_measures_are_refused_on_the_modular_dataset(option):
             if k != "config"}
     with pytest.raises(ConfigError, match=r"needs Bible text; it does not apply to --dataset modular"):
         build_config(None, args)
+
+
+def test_compiling_shows_progress_once_for_evaluation_and_once_for_training(quick_config, monkeypatch, capsys):
+    from genesis_data import progress
+
+    class SlowFirstForward:
+        """Stands in for torch.compile's wrapper: the first forward with and without gradients takes a while."""
+        def __init__(self, model):
+            self.model, self.traced = model, set()
+
+        def __call__(self, batch):
+            if torch.is_grad_enabled() not in self.traced:
+                self.traced.add(torch.is_grad_enabled())
+                time.sleep(0.3)
+            return self.model(batch)
+
+    monkeypatch.setattr(torch, "compile", SlowFirstForward)
+    monkeypatch.setattr(progress, "PLAIN_EVERY", 0.1)
+    cfg = quick_config(steps=4, eval_interval=2, log_interval=2, checkpoint_interval=4, eval_batches=1,
+                       compile=True, progress=True)
+    Trainer(cfg, log=lambda *_: None).fit()
+    lines = capsys.readouterr().err.splitlines()
+    done = [line.split(": done in")[0] for line in lines if ": done in" in line]
+    assert done == ["--compile: compiling the model for evaluation",
+                    "--compile: compiling the model for training (the first step)"], lines

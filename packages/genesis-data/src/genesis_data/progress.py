@@ -11,7 +11,9 @@ logging level is.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import TextIO, TypeVar
@@ -63,3 +65,38 @@ def track(items: Iterable[T], description: str, total: int | None = None, unit: 
     if shown:
         print(f"{description}: {done:,}{of} {unit}, done in {time.perf_counter() - start:,.0f} s", file=stream,
               flush=True)
+
+
+@contextlib.contextmanager
+def running(description: str, stream: TextIO | None = None) -> Iterator[None]:
+    """Shows that a phase with nothing to count (a compilation) is still running: the seconds it has taken, on a
+    terminal redrawn every second, elsewhere as the plain lines `track` prints."""
+    stream = stream if stream is not None else sys.stderr
+    if not _enabled:
+        yield
+        return
+    done = threading.Event()
+    start = time.perf_counter()
+
+    def show() -> None:
+        if stream.isatty():
+            bar = tqdm(desc=description, bar_format="{desc}: {elapsed}", file=stream, delay=DELAY)
+            while not done.wait(1.0):
+                if time.perf_counter() - start >= DELAY:  # tqdm's delay holds for update(), not for refresh()
+                    bar.refresh()
+            bar.close()
+            return
+        shown = False
+        while not done.wait(PLAIN_EVERY):
+            print(f"{description}: {time.perf_counter() - start:,.0f} s", file=stream, flush=True)
+            shown = True
+        if shown:
+            print(f"{description}: done in {time.perf_counter() - start:,.0f} s", file=stream, flush=True)
+
+    thread = threading.Thread(target=show, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

@@ -34,6 +34,10 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 TOKENIZERS = ("bpe", "char")
 DATASETS = ("bible", "modular")
+# --eval-batches 0: as many validation batches per task as an evaluation runs in this time at the device's measured
+# peak (a large preset on a CPU must not sit in its first evaluation for minutes), within 1..EVAL_BATCHES_MAX.
+EVAL_SECONDS_AT_PEAK = 30.0
+EVAL_BATCHES_MAX = 8
 
 
 @dataclass
@@ -86,7 +90,9 @@ class TrainConfig:
     out_dir: str = _opt("runs/{mode}", "run directory for checkpoints and metrics ({mode} is replaced)")
     log_interval: int = _opt(10, "steps between metric lines")
     eval_interval: int = _opt(100, "steps between validation passes (and at the last step)")
-    eval_batches: int = _opt(8, "validation batches per pass (held-out chapters, LM task)")
+    eval_batches: int = _opt(0, f"validation batches per task and pass (held-out chapters); 0: as many as run in "
+                             f"about {EVAL_SECONDS_AT_PEAK:.0f} s at the device's measured peak, from 1 to "
+                             f"{EVAL_BATCHES_MAX}")
     checkpoint_interval: int = _opt(0, "steps between checkpoints (and at the last step); 0: min(500, steps / 4), "
                                     "so a run always has checkpoints before its end")
     keep_checkpoints: int = _opt(3, "how many recent checkpoints to keep")
@@ -201,13 +207,14 @@ _WEIGHT = ("a finite number >= 0 (a sampling weight; 0 turns the task off)", lam
 # only be finite (grokfast_alpha and grokfast_lamb: check_grokfast_options owns their ranges).
 _NUMBER_RANGES: dict[str, tuple[str, Any]] = {
     **dict.fromkeys(["steps", "batch_size", "grad_accum", "vocab_size", "log_interval", "eval_interval",
-                     "eval_batches", "keep_checkpoints", "max_skipped_steps", "grokking_window",
+                     "keep_checkpoints", "max_skipped_steps", "grokking_window",
                      "grokking_span", "alignment_verses", "concepts_every"], _POSITIVE),
     "modulus": ("an integer >= 2", lambda v: v >= 2),
     "block_size": ("an integer >= 0 (0 uses the preset's length)", lambda v: v >= 0),
     "warmup_steps": ("an integer >= 0", lambda v: v >= 0),
     "alignment_every": ("an integer >= 0 (0 turns it off)", lambda v: v >= 0),
     "checkpoint_interval": ("an integer >= 0 (0: min(500, steps / 4))", lambda v: v >= 0),
+    "eval_batches": ("an integer >= 0 (0 sizes it to the device)", lambda v: v >= 0),
     # torch.manual_seed takes an unsigned 64-bit seed, numpy's generators no negative one.
     "seed": ("an integer in [0, 2**64)", lambda v: 0 <= v < 2**64),
     "train_fraction": _FRACTION,

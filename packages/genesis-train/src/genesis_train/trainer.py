@@ -19,7 +19,7 @@ import torch
 
 from genesis_data.algorithmic import ModularArithmetic
 from genesis_data.corpus import Corpus
-from genesis_data.progress import show_progress, track
+from genesis_data.progress import running, show_progress, track
 from genesis_data.sampler import MultiTaskSampler
 from genesis_data.tokenizer import load_or_train_tokenizer
 from genesis_model import PRESETS, CheckpointError, GenesisTokenizer, ModelConfig, MultiTaskModel
@@ -41,13 +41,15 @@ from genesis_train.checkpointing import (
     save_checkpoint,
     set_rng_state,
 )
-from genesis_train.config import ConfigError, TrainConfig, TrainingError
+from genesis_train.config import EVAL_BATCHES_MAX, EVAL_SECONDS_AT_PEAK, ConfigError, TrainConfig, TrainingError
 from genesis_train.grokfast import GrokfastEMA
 from genesis_train.interrupt import Interrupted, StopSignals
 from genesis_train.metrics import Progress, RunLog, tensorboard_available
 from genesis_train.mfu import peak_flops
 from genesis_train.optim import build_optimizer, build_scheduler
 from genesis_train.preflight import check_fit, step_seconds_at_peak
+
+PIECE_SECONDS_AT_PEAK = 2.0  # LM validation batches run in pieces this short, so the evaluation's progress moves
 
 Batch = dict[str, Any]
 
@@ -81,6 +83,14 @@ def load_corpus(cfg: TrainConfig) -> Corpus:
     return Corpus.builtin(cache_dir=cfg.cache_path)
 
 
+def split_rows(batch: Batch, rows: int) -> list[Batch]:
+    """A batch as consecutive pieces of at most `rows` rows (itself when it has no more)."""
+    size = len(batch["input_ids"])
+    if size <= rows:
+        return [batch]
+    return [{k: v[i:i + rows] if torch.is_tensor(v) else v for k, v in batch.items()} for i in range(0, size, rows)]
+
+
 def count_tokens(batch: Batch) -> int:
     """Tokens the model reads in a batch: every real token of every sequence in it."""
     masks = [v for k, v in batch.items() if k.endswith("mask")]
@@ -111,6 +121,8 @@ class Trainer:
             # genesis-data reports bad files and impossible settings this way, naming the file:line or option
             raise ConfigError(str(e)) from e
         check_fit(cfg, self.model_config, self.sampler.block_size, self.device, self.dtype)
+        self.peak, self.peak_source = peak_flops(self.device, self.dtype)
+        self.flops_per_token = train_flops_per_token(self.model_config, self.sampler.block_size)
 
         self.step, self.skipped_in_a_row = 0, 0
         self.saved_step: int | None = None  # the step of the newest step-N checkpoint of this run
@@ -150,7 +162,9 @@ class Trainer:
             for name, values in state.get("log_window", {}).items():
                 self.log_window[name] = [v.to(self.device) for v in values.unbind(0)]
             self.log(f"resumed from {resume_from} at step {self.step}")
+        self._setup_validation(state.get("eval_batches") if resume_from is not None else None)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self._compiled: set[str] = set()
         self.callbacks = self._build_callbacks(cfg)
         if resume_from is not None:
             saved = state.get("callbacks", {})
@@ -195,9 +209,33 @@ class Trainer:
             self._setup_modular(cfg)
         else:
             self._setup_bible(cfg)
-        self.val_batches = {task: [to_device(b, self.device) for b in self.sampler.validation_batches(cfg.eval_batches,
-                                                                                                     task=task)]
-                            for task in self.sampler.validation_tasks}
+
+    def _setup_validation(self, saved_count: int | None) -> None:
+        """The validation batches of every task, sized for this device: `--eval-batches 0` takes as many (up to
+        EVAL_BATCHES_MAX) as an evaluation at the device's measured peak runs in EVAL_SECONDS_AT_PEAK, at least one;
+        a resumed run keeps the count it started with. LM batches run in pieces of rows short enough that the
+        evaluation's progress moves every few seconds even for a large preset on a CPU; the pieces' losses weigh
+        by their tokens, so the means are those of the whole batches."""
+        cfg = self.cfg
+        tasks = self.sampler.validation_tasks
+        row_seconds = step_seconds_at_peak(self.flops_per_token / 3, self.sampler.block_size, self.peak)
+        count = cfg.eval_batches or saved_count
+        if count is None:
+            batch_seconds = row_seconds * cfg.batch_size * len(tasks)  # an LM-length upper bound for every task
+            count = max(1, min(EVAL_BATCHES_MAX, int(EVAL_SECONDS_AT_PEAK / batch_seconds)))
+            if count < EVAL_BATCHES_MAX:
+                self.log(f"evaluating {count} batch{'es' * (count > 1)} per task (--eval-batches 0: what runs in "
+                         f"about {EVAL_SECONDS_AT_PEAK:.0f} s at this {self.device.type}'s measured peak; set "
+                         f"--eval-batches to choose)")
+        self.eval_batches = count
+        rows = max(1, int(PIECE_SECONDS_AT_PEAK / row_seconds))
+        self.val_batches, self.val_units = {}, {}
+        for task in tasks:
+            batches = self.sampler.validation_batches(count, task=task)
+            if task == "lm":  # the other tasks contrast the rows of a batch with each other: never split
+                pieces = [piece for batch in batches for piece in split_rows(batch, rows)]
+                batches, self.val_units[task] = pieces, "batches" if len(pieces) == len(batches) else "parts"
+            self.val_batches[task] = [to_device(b, self.device) for b in batches]
 
     def _model_config(self, cfg: TrainConfig, vocab: int, block_size: int) -> ModelConfig:
         preset = PRESETS[cfg.mode]
@@ -282,13 +320,25 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
+    def _compiling(self, kind: str) -> bool:
+        """Whether the next forward of this kind ("evaluation", "training") compiles the model: the first of each
+        under --compile (torch.compile traces a graph per kind, lazily, and reports nothing while it does)."""
+        if not self.cfg.compile or kind in self._compiled:
+            return False
+        self._compiled.add(kind)
+        return True
+
     def evaluate(self) -> dict[str, float]:
         """Held-out loss and accuracy of every task (the mean over its validation batches), and LM perplexity."""
         t0 = time.perf_counter()
         record: dict[str, float] = {}
         with inference(self):
+            if self._compiling("evaluation"):  # compile on one batch first, with a progress of its own
+                with running("--compile: compiling the model for evaluation"):
+                    self.forward(next(iter(self.val_batches.values()))[0])
             for task, batches in self.val_batches.items():
-                shown = track(batches, f"evaluating {task} at step {self.step}", unit="batches")
+                shown = track(batches, f"evaluating {task} at step {self.step}",
+                              unit=self.val_units.get(task, "batches"))
                 outputs = [self.forward(b) for b in shown]
                 # LM batches weigh by their labelled tokens (a last, shorter batch counts for what it holds), the
                 # other tasks' batches alike.
@@ -367,6 +417,7 @@ class Trainer:
                                 f" no checkpoint written, the last one is intact; lower --lr")
         state = {
             "step": self.step,
+            "eval_batches": self.eval_batches,
             "skipped_in_a_row": self.skipped_in_a_row,
             "log_window": {name: torch.stack(values).cpu() for name, values in self.log_window.items() if values},
             "optimizer": self.optimizer.state_dict(),
@@ -418,23 +469,19 @@ class Trainer:
         self.log(f"{cfg.mode}: {n_params / 1e6:.2f}M parameters, {self.device} {str(self.dtype).removeprefix('torch.')}, "
                  f"tasks {', '.join(self.sampler.tasks)}, run dir {self.run_dir}")
         self.model.train()
-        peak, peak_source = peak_flops(self.device, self.dtype)
-        flops_per_token = train_flops_per_token(self.model.config, self.sampler.block_size)
+        peak, peak_source, flops_per_token = self.peak, self.peak_source, self.flops_per_token
         self.log(f"MFU against the {peak_source} peak of {peak / 1e12:.3g} TFLOP/s "
                  f"({flops_per_token / 1e6:.1f} MFLOP a token)")
         tokens_per_step = cfg.batch_size * cfg.grad_accum * self.sampler.block_size
         seconds = step_seconds_at_peak(flops_per_token, tokens_per_step, peak)
         if seconds > 10:  # a large preset on a small device: say so before the silence of the first step
             # An evaluation is forward passes only: a third of a training step's FLOPs a token.
-            batches = [b for task_batches in self.val_batches.values() for b in task_batches]
-            evaluation = step_seconds_at_peak(flops_per_token / 3, sum(map(count_tokens, batches)), peak)
+            eval_tokens = sum(count_tokens(b) for task_batches in self.val_batches.values() for b in task_batches)
+            evaluation = step_seconds_at_peak(flops_per_token / 3, eval_tokens, peak)
             self.log(f"a step ({tokens_per_step:,} tokens) takes at least {seconds:,.0f} s on this {self.device.type} "
-                     f"at its measured peak, an evaluation ({len(batches)} batches) at least {evaluation:,.0f} s; "
+                     f"at its measured peak, an evaluation ({eval_tokens:,} tokens) at least {evaluation:,.0f} s; "
                      f"a smaller --mode, --batch-size or --block-size is faster, fewer --eval-batches shorten "
                      f"evaluations")
-        if cfg.compile:  # torch.compile works at the first forward and reports nothing while it does
-            self.log("--compile: the first evaluation and the first step compile the model first (seconds for a "
-                     "small preset, minutes for a large one)")
         for callback in self.callbacks:
             callback.on_train_start(self)
         last_val: dict[str, Any] = {}
@@ -449,7 +496,11 @@ class Trainer:
                     self.run_log.write(last_val)
                 window_tokens, window_t0 = 0, time.perf_counter()
                 while self.step < cfg.steps and not stop.requested:
-                    numbers, tokens = self.train_step()
+                    if self._compiling("training"):
+                        with running("--compile: compiling the model for training (the first step)"):
+                            numbers, tokens = self.train_step()
+                    else:
+                        numbers, tokens = self.train_step()
                     self.step += 1
                     for name, values in numbers.items():
                         window[name].extend(values)
