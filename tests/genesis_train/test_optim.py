@@ -58,3 +58,26 @@ def test_cpu_optimizer_is_fused_and_steps_as_the_reference_adamw():
             optimizer.step()
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q.float(), rtol=1e-5, atol=1e-6)
+
+
+def test_adam_adds_weight_decay_to_the_gradient_before_normalizing():
+    """--optimizer adam: the L2 term wd * w joins the gradient, then Adam's moments (a hand-written float64 Adam)."""
+    cfg = TrainConfig(optimizer="adam", lr=1e-2, weight_decay=0.5, beta1=0.9, beta2=0.98)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3, bias=False)
+    w = model.weight.detach().double().clone()
+    m, v = torch.zeros_like(w), torch.zeros_like(w)
+    opt = build_optimizer(model, cfg)
+    x = torch.randn(5, 4)
+    for t in range(1, 4):
+        opt.zero_grad()
+        model(x).square().sum().backward()
+        g = (2 * (x.double() @ w.T)).T @ x.double() + cfg.weight_decay * w  # d/dw sum((xw^T)^2) + wd * w
+        opt.step()
+        m = cfg.beta1 * m + (1 - cfg.beta1) * g
+        v = cfg.beta2 * v + (1 - cfg.beta2) * g * g
+        w = w - cfg.lr * (m / (1 - cfg.beta1**t)) / ((v / (1 - cfg.beta2**t)).sqrt() + 1e-8)
+    torch.testing.assert_close(model.weight.detach().double(), w, rtol=1e-5, atol=1e-6)
+    # the default, AdamW, decays the weights outside the normalization
+    assert build_optimizer(model, TrainConfig(weight_decay=0.5)).param_groups[0]["decoupled_weight_decay"]
+    assert not opt.param_groups[0]["decoupled_weight_decay"]

@@ -45,6 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    status = run(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun, leave without tearing down: after a failure the process group was not closed, and
+        # freeing the DDP reducer runs gloo's process-group destructor, which can deadlock with a gloo worker
+        # thread that waits for the GIL (Distributed.close). Every file is written and closed by now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def run(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["plot"]:
         from genesis_train.plot import main as plot_main
@@ -63,24 +75,57 @@ def main(argv: list[str] | None = None) -> int:
         retain_freed_memory()
         train(cfg)
     except ConfigError as e:
-        print(f"genesis-train: error: {e}", file=sys.stderr)
+        report(f"genesis-train: error: {e}")
         return 2
     except TrainingError as e:
-        print(f"genesis-train: error: {e}", file=sys.stderr)
+        report(f"genesis-train: error: {e}")
         return 1
     except OSError as e:
         message = storage_error_message(e, cfg)
         if message is None:
             raise
-        print(f"genesis-train: error: {message}", file=sys.stderr)
+        report(f"genesis-train: error: {message}", every_rank=True)
         return 1
     except Interrupted as e:
-        print(f"genesis-train: {e}", file=sys.stderr)
+        report(f"genesis-train: {e}")
         return e.exit_status
     except KeyboardInterrupt:  # before training began, or a second Ctrl-C
-        print(f"\ngenesis-train: interrupted; {kept_checkpoint(cfg)}", file=sys.stderr)
+        report(f"\ngenesis-train: interrupted; {kept_checkpoint(cfg)}")
         return 130
+    except Exception as e:
+        # Under torchrun, a rank whose peer failed (it reports why) stops here, in one line, instead of repeating
+        # that failure as a traceback of the broken collective.
+        if not peer_failure(e):
+            raise
+        report(f"genesis-train: stopping: another process of this run failed (its "
+               f"message says why)", every_rank=True)
+        return 1
     return 0
+
+
+def report(line: str, every_rank: bool = False) -> None:
+    """A message for the user on stderr. Under torchrun every rank meets the same bad option or the same signal:
+    rank 0 alone says so, unless the failure may be this rank's own."""
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0 and not every_rank:
+        return
+    # One write, so that the lines of several ranks on one terminal do not run into each other.
+    sys.stderr.write(f"{line if rank == 0 else f'[rank {rank}] {line}'}\n")
+    sys.stderr.flush()
+
+
+def peer_failure(error: Exception) -> bool:
+    """Whether `error` means another rank of a torchrun job stopped: its failure reached this one through a
+    collective (gloo: the connection closed; NCCL: the communicator aborted), or it failed before a shared phase."""
+    from genesis_train.distributed import PeerFailed
+
+    if isinstance(error, PeerFailed):
+        return True
+    if "WORLD_SIZE" not in os.environ:
+        return False
+    import torch.distributed as dist
+
+    return isinstance(error, dist.DistError) or "Connection closed by peer" in str(error)
 
 
 def kept_checkpoint(cfg: TrainConfig | None) -> str:

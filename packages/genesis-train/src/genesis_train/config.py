@@ -72,9 +72,11 @@ class TrainConfig:
     lr: float = _opt(1e-3, "peak learning rate (AdamW)")
     min_lr: float = _opt(1e-4, "learning rate at the end of the cosine decay")
     warmup_steps: int = _opt(100, "linear warmup steps")
-    weight_decay: float = _opt(0.1, "AdamW weight decay on matrices (not on norms, biases or embeddings)")
-    beta1: float = _opt(0.9, "AdamW beta1")
-    beta2: float = _opt(0.95, "AdamW beta2")
+    optimizer: str = _opt("adamw", "adamw (decoupled weight decay) or adam (weight decay as an L2 term of the "
+                          "gradient, as the Grokfast paper's runs)", choices=("adamw", "adam"))
+    weight_decay: float = _opt(0.1, "weight decay on matrices (not on norms, biases or embeddings)")
+    beta1: float = _opt(0.9, "Adam beta1")
+    beta2: float = _opt(0.95, "Adam beta2")
     grad_clip: float = _opt(1.0, "clip the global gradient norm to this value; 0 disables")
     grokfast: bool = _opt(False, "Grokfast-EMA (Lee et al. 2024): add lamb x an EMA of the gradients to them before "
                           "each step, amplifying their slow component; makes grokking come sooner")

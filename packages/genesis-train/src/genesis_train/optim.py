@@ -1,4 +1,4 @@
-"""AdamW with decoupled weight decay on matrices only, and a linear-warmup + cosine learning-rate schedule."""
+"""AdamW (or Adam with L2 weight decay) on matrices only, and a linear-warmup + cosine learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from genesis_train.config import TrainConfig
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
     # Norm gains, biases and embeddings are not decayed (nanoGPT / LLaMA practice): decay only >= 2-D weights
     # that are not embeddings.
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
@@ -21,7 +21,10 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
     # The fused step (one kernel updating every tensor) exists for CUDA and, since torch 2.4, CPU parameters. On the
     # CPU it takes small's 29M-parameter update from 64.6 ms (the default per-parameter loop) to 18.6 ms.
     fused = next(model.parameters()).device.type in ("cuda", "cpu")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+    # AdamW shrinks the weights directly (decoupled); Adam adds weight_decay x w to the gradient (coupled L2), so
+    # the decay passes through Adam's normalization: the Grokfast paper's runs use it.
+    optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:

@@ -53,11 +53,14 @@ def smaller_shapes(shape: Shape) -> list[Shape]:
         batch, accum = batch // 2, accum * 2
 
 
-def check_fit(cfg: TrainConfig, model: ModelConfig, seq_len: int, device: torch.device, dtype: torch.dtype) -> None:
-    """Raises ConfigError when the run will not fit in the device's free memory, naming options that would."""
+def check_fit(cfg: TrainConfig, model: ModelConfig, seq_len: int, device: torch.device, dtype: torch.dtype,
+              sharing: int = 1) -> None:
+    """Raises ConfigError when the run will not fit in the device's free memory, naming options that would.
+    `sharing` processes train on the device (torchrun's ranks of one node on its CPU): each gets its share."""
     available = available_memory(device)
     if available is None:
         return
+    available //= sharing
     shape = Shape(cfg.batch_size, cfg.grad_accum, cfg.gradient_checkpointing)
     needed = training_bytes(model, shape, seq_len, device, dtype)
     if needed <= available:
@@ -73,8 +76,9 @@ def check_fit(cfg: TrainConfig, model: ModelConfig, seq_len: int, device: torch.
     else:
         advice = ("not even one sequence a micro-batch with --gradient-checkpointing fits: choose a smaller --mode "
                   "or --block-size (`genesis-model presets` lists each preset's memory)")
+    share = f" (a {sharing}th of it for each of {sharing} processes)" if sharing > 1 else ""
     raise ConfigError(f"{what} needs about {bytes_human(needed)} to train, {bytes_human(available)} is free on "
-                      f"{device}; {advice}")
+                      f"{device}{share}; {advice}")
 
 
 def step_seconds_at_peak(flops_per_token: float, tokens_per_step: int, peak_flops: float) -> float:

@@ -8,8 +8,11 @@ numbers join the step's record.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import shutil
+import signal
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -41,6 +44,7 @@ from genesis_train.checkpointing import (
     save_checkpoint,
     set_rng_state,
 )
+from genesis_train.distributed import Distributed
 from genesis_train.config import EVAL_BATCHES_MAX, EVAL_SECONDS_AT_PEAK, ConfigError, TrainConfig, TrainingError
 from genesis_train.grokfast import GrokfastEMA
 from genesis_train.interrupt import Interrupted, StopSignals
@@ -107,28 +111,30 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, log=print):
         if cfg.mode not in PRESETS:
             raise ConfigError(f"--mode {cfg.mode!r} is not a preset; choose one of {', '.join(PRESETS)}")
-        self.cfg, self.log = cfg, log
-        show_progress(cfg.progress)  # the long phases of preparing data and evaluating, too
+        self.dist = Distributed.from_environment()
+        self.cfg, self.log = cfg, log if self.dist.main else (lambda *_: None)
+        show_progress(cfg.progress and self.dist.main)  # the long phases of preparing data and evaluating, too
+        if not self.dist.main:  # genesis-data's notices (a task switched off, ...) are the same on every rank
+            logging.getLogger("genesis_data").setLevel(logging.ERROR)
         self.run_dir = cfg.run_dir
         self.device = resolve_device(cfg)
         self.dtype = resolve_dtype(cfg, self.device)
+        self.device = self.dist.start(self.device)
         torch.manual_seed(cfg.seed)
-        resume_from = self._claim_run_dir(cfg)  # before the data: a refused run costs no loading
-
-        try:
-            self._setup_data(cfg)
-        except (ValueError, FileNotFoundError) as e:
-            # genesis-data reports bad files and impossible settings this way, naming the file:line or option
-            raise ConfigError(str(e)) from e
-        check_fit(cfg, self.model_config, self.sampler.block_size, self.device, self.dtype)
+        # Rank 0 first: it tidies the run directory and fills the token caches that the other ranks then read.
+        resume_from = self.dist.main_first(lambda: self._claim_run_dir(cfg))  # a refused run costs no loading
+        self.dist.main_first(self._setup_data)
+        check_fit(cfg, self.model_config, self.sampler.block_size, self.device, self.dtype,
+                  sharing=self.dist.local_world_size if self.device.type == "cpu" else 1)
         self.peak, self.peak_source = peak_flops(self.device, self.dtype)
         self.flops_per_token = train_flops_per_token(self.model_config, self.sampler.block_size)
 
         self.step, self.skipped_in_a_row = 0, 0
         self.saved_step: int | None = None  # the step of the newest step-N checkpoint of this run
-        # The numbers of the steps since the last log line: part of the train state, so that a resumed run logs the
-        # same means as an uninterrupted one when --log-interval does not divide --checkpoint-interval.
-        self.log_window: dict[str, list[torch.Tensor]] = defaultdict(list)
+        # The numbers of the steps since the last log line, {name: [sum, count]} over every rank: part of the train
+        # state, so that a resumed run logs the same means as an uninterrupted one when --log-interval does not
+        # divide --checkpoint-interval.
+        self.log_window: dict[str, list[float]] = {}
         if resume_from is not None:
             try:
                 self.model, state = load_checkpoint(resume_from)
@@ -141,6 +147,7 @@ class Trainer:
             if self.model.config != self.model_config:
                 raise ConfigError(f"--resume: {resume_from} holds a model of another shape or configuration than "
                                   f"--mode {cfg.mode}; use another --out-dir or the same options")
+            self._check_resumed_world(resume_from, state)
         else:
             self.model = MultiTaskModel(self.model_config)
         self.model.to(self.device)
@@ -159,13 +166,22 @@ class Trainer:
             set_rng_state(state["rng"])
             self.step = self.saved_step = state["step"]
             self.skipped_in_a_row = state.get("skipped_in_a_row", 0)
-            for name, values in state.get("log_window", {}).items():
-                self.log_window[name] = [v.to(self.device) for v in values.unbind(0)]
+            for name, window in state.get("log_window", {}).items():
+                # [sum, count]; runs saved before this format hold the values themselves, as a tensor
+                self.log_window[name] = [float(window.sum()), window.numel()] if torch.is_tensor(window) \
+                    else [float(window[0]), window[1]]
             self.log(f"resumed from {resume_from} at step {self.step}")
-        self._setup_validation(state.get("eval_batches") if resume_from is not None else None)
+        self.val_batches, self.val_units, self.eval_batches = {}, {}, None
+        if self.dist.main:  # rank 0 alone evaluates
+            self._setup_validation(state.get("eval_batches") if resume_from is not None else None)
+        # Evaluation and the measures run the plain model; training runs it under DDP when there are several ranks.
         self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.train_forward = self.forward
+        if self.dist.enabled:
+            ddp = self.dist.wrap(self.model, self.device)
+            self.train_forward = torch.compile(ddp) if cfg.compile else ddp
         self._compiled: set[str] = set()
-        self.callbacks = self._build_callbacks(cfg)
+        self.callbacks = self._build_callbacks(cfg) if self.dist.main else []
         if resume_from is not None:
             saved = state.get("callbacks", {})
             for callback in self.callbacks:
@@ -174,9 +190,11 @@ class Trainer:
         if cfg.tensorboard == "on" and not tensorboard_available():
             raise ConfigError("--tensorboard on: the tensorboard package is not installed "
                               "(pip install 'genesis-train[tensorboard]', or --tensorboard off)")
-        self._clear_run_dir()
-        self.run_log = RunLog(self.run_dir, tensorboard=cfg.tensorboard != "off" and tensorboard_available(),
-                              resume_step=self.step if resume_from else None)
+        self.run_log = None  # rank 0 writes the metrics
+        if self.dist.main:
+            self._clear_run_dir()
+            self.run_log = RunLog(self.run_dir, tensorboard=cfg.tensorboard != "off" and tensorboard_available(),
+                                  resume_step=self.step if resume_from else None)
 
     def _claim_run_dir(self, cfg: TrainConfig) -> Path | None:
         """The checkpoint to resume from, or None for a new run; refuses to mix a new run with another run's files
@@ -204,11 +222,15 @@ class Trainer:
         (self.run_dir / "plot.png").unlink(missing_ok=True)
         self.log(f"--overwrite: deleted the earlier run in {self.run_dir}")
 
-    def _setup_data(self, cfg: TrainConfig) -> None:
-        if cfg.dataset == "modular":
-            self._setup_modular(cfg)
-        else:
-            self._setup_bible(cfg)
+    def _setup_data(self) -> None:
+        try:
+            if self.cfg.dataset == "modular":
+                self._setup_modular(self.cfg)
+            else:
+                self._setup_bible(self.cfg)
+        except (ValueError, FileNotFoundError) as e:
+            # genesis-data reports bad files and impossible settings this way, naming the file:line or option
+            raise ConfigError(str(e)) from e
 
     def _setup_validation(self, saved_count: int | None) -> None:
         """The validation batches of every task, sized for this device: `--eval-batches 0` takes as many (up to
@@ -351,62 +373,87 @@ class Trainer:
         record["eval_seconds"] = time.perf_counter() - t0
         return record
 
-    def train_step(self) -> tuple[dict[str, list[torch.Tensor]], int]:
-        """One optimizer step; returns its numbers by name (`loss_<task>`, `accuracy_<task>`, `grad_norm`), kept on
-        the device until a log line needs them (no host sync per micro-batch), and the tokens it read."""
-        numbers: dict[str, list[torch.Tensor]] = defaultdict(list)
+    def train_step(self) -> tuple[dict[str, list[float]], int]:
+        """One optimizer step. Returns its numbers by name (`loss_<task>`, `accuracy_<task>`, `grad_norm`, and
+        `skipped_steps` when it was skipped) as [sum, count] over the micro-batches of every rank, and the tokens
+        every rank read."""
+        outputs: dict[str, list[torch.Tensor]] = defaultdict(list)
         tokens = 0
-        for _ in range(self.cfg.grad_accum):
-            batch = next(self.sampler)
+        for micro_batch in range(self.cfg.grad_accum):
+            batch = self.dist.keep(lambda: next(self.sampler))
             tokens += count_tokens(batch)
-            with self.autocast():
-                out = self.forward(to_device(batch, self.device))
-            self.scaler.scale(out["loss"] / self.cfg.grad_accum).backward()
+            # Under DDP, gradients are averaged across ranks in the backward of the step's last micro-batch only.
+            last = micro_batch == self.cfg.grad_accum - 1
+            with contextlib.nullcontext() if last or not self.dist.enabled else self.train_forward.no_sync():
+                with self.autocast():
+                    out = self.train_forward(to_device(batch, self.device))
+                self.scaler.scale(out["loss"] / self.cfg.grad_accum).backward()
             for kind in ("loss", "accuracy"):
-                numbers[f"{kind}_{batch['task']}"].append(out[kind].detach())
+                outputs[f"{kind}_{batch['task']}"].append(out[kind].detach())
         self.scaler.unscale_(self.optimizer)
         # Clipping computes the global gradient norm; with clipping off, an infinite bound only measures it.
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
         if self.grokfast is None:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-            finite = self._finite(numbers, grad_norm)
         else:  # on the whole step's true (unscaled) gradient, before clipping bounds it; never a non-finite one
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            finite = self._finite(numbers, torch.nn.utils.get_total_norm(grads))
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        numbers, tokens = self._step_numbers(outputs, tokens, grad_norm)
+        bad_losses = [(name.removeprefix("loss_"), total) for name, (total, _) in numbers.items()
+                      if name.startswith("loss_") and not math.isfinite(total)]
+        finite = not bad_losses and math.isfinite(numbers["grad_norm"][0])
+        if self.grokfast is not None:
             if finite:
                 self.grokfast.apply()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        numbers["grad_norm"].append(grad_norm)
+            numbers["grad_norm"] = [float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)), 1]
         if finite or self.scaler.is_enabled():  # fp16: the scaler skips a non-finite step itself, lowering its scale
             self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        self._count_skipped(finite, numbers, grad_norm)
+        self._count_skipped(finite, bad_losses, numbers)
         return numbers, tokens
 
-    @staticmethod
-    def _finite(numbers: dict[str, list[torch.Tensor]], grad_norm: torch.Tensor) -> bool:
-        """Whether every loss of the step and its gradient norm are finite: one host sync a step, the price of
-        never letting a non-finite step reach the weights."""
-        losses = [v.float() for name, values in numbers.items() if name.startswith("loss_") for v in values]
-        return bool(torch.isfinite(torch.stack([grad_norm.float(), *losses])).all())
+    def _step_numbers(self, outputs: dict[str, list[torch.Tensor]], tokens: int,
+                      grad_norm: torch.Tensor) -> tuple[dict[str, list[float]], int]:
+        """The step's [sum, count] by name over every rank, its tokens, and its gradient norm (the same on every
+        rank once DDP has averaged the gradients): one collective and one host sync a step, the price of never
+        letting a non-finite step reach the weights."""
+        names = [f"{kind}_{task}" for task in self.sampler.tasks for kind in ("loss", "accuracy")]
+        zero = grad_norm.new_zeros((), dtype=torch.float32)
+        sums = [torch.stack(outputs[n]).float().sum() if n in outputs else zero for n in names]
+        counts = torch.tensor([len(outputs.get(n, ())) for n in names] + [tokens], dtype=torch.float32)
+        totals = self.dist.sum(torch.cat([torch.stack([*sums, grad_norm.float()]), counts.to(zero.device)]))
+        values = totals.tolist()
+        n = len(names)
+        numbers = {name: [values[i], int(values[n + 1 + i])] for i, name in enumerate(names) if values[n + 1 + i]}
+        numbers["grad_norm"] = [values[n] / self.dist.world_size, 1]
+        return numbers, int(values[-1])
 
-    def _count_skipped(self, finite: bool, numbers: dict[str, list[torch.Tensor]], grad_norm: torch.Tensor) -> None:
+    def _count_skipped(self, finite: bool, bad_losses: list[tuple[str, float]],
+                       numbers: dict[str, list[float]]) -> None:
         """Counts skipped steps in a row and stops training after --max-skipped-steps of them. Under fp16 an
         infinite gradient with finite losses is the scaler's ordinary business, not a skipped step."""
-        bad_losses = [] if finite else [(name.removeprefix("loss_"), float(v)) for name, values in numbers.items()
-                                        if name.startswith("loss_") for v in values if not torch.isfinite(v).all()]
         if finite or (self.scaler.is_enabled() and not bad_losses):
             self.skipped_in_a_row = 0
             return
         self.skipped_in_a_row += 1
-        numbers["skipped_steps"].append(torch.ones((), device=grad_norm.device))
+        numbers["skipped_steps"] = [1.0, 1]
         if self.skipped_in_a_row >= self.cfg.max_skipped_steps:
             culprit = (f"the {bad_losses[0][0]} loss is {bad_losses[0][1]}" if bad_losses
-                       else f"the gradient norm is {float(grad_norm)}")
+                       else f"the gradient norm is {numbers['grad_norm'][0]}")
             raise TrainingError(f"step {self.step + 1}: {culprit}, {self.skipped_in_a_row} steps in a row skipped "
                                 f"(--max-skipped-steps {self.cfg.max_skipped_steps}); lower --lr or check the data")
+
+    def _check_resumed_world(self, checkpoint: Path, state: dict[str, Any]) -> None:
+        """A run resumes exactly under another number of processes only when processes x --grad-accum (the
+        micro-batches a step, which fix the data stream and the batch) stays the same."""
+        world = state.get("world_size", 1)
+        saved = world * state.get("grad_accum", self.cfg.grad_accum)
+        now = self.dist.world_size * self.cfg.grad_accum
+        if world != self.dist.world_size and saved != now:
+            raise ConfigError(f"--resume: {checkpoint} was trained by {world} process(es) with {saved} micro-batches "
+                              f"a step, this run has {self.dist.world_size} with {now}; resume with processes x "
+                              f"--grad-accum = {saved} (torchrun --nproc_per_node {world} and the same --grad-accum)")
 
     def save(self, name: str | None = None) -> Path:
         """A checkpoint of the whole train state: `step-<step>` (kept among the last K), or `name` (kept always)."""
@@ -418,8 +465,10 @@ class Trainer:
         state = {
             "step": self.step,
             "eval_batches": self.eval_batches,
+            "world_size": self.dist.world_size,
+            "grad_accum": self.cfg.grad_accum,
             "skipped_in_a_row": self.skipped_in_a_row,
-            "log_window": {name: torch.stack(values).cpu() for name, values in self.log_window.items() if values},
+            "log_window": dict(self.log_window),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -437,17 +486,25 @@ class Trainer:
     def _stop_on_signal(self, stop: StopSignals) -> NoReturn:
         """After a stop was requested: a checkpoint of the step just finished (unless it has one), then Interrupted.
         Stopped before the first step, the run leaves nothing behind, so the same command starts it again."""
+        # Under torchrun a signal may reach some ranks only; all of them stop at the same step.
+        what, signum = (stop.requested, stop.signum) if stop.signum is not None else ("a signal to another rank",
+                                                                                        signal.SIGTERM)
         if self.step == 0:
-            self.run_log.close()
-            RunLog.remove(self.run_dir)
-            raise Interrupted(f"interrupted by {stop.requested} before the first step; nothing written",
-                              stop.signum)
-        if self.saved_step == self.step:
+            if self.dist.main:
+                self.run_log.close()
+                RunLog.remove(self.run_dir)
+            raise Interrupted(f"interrupted by {what} before the first step; nothing written", signum)
+        if self.saved_step == self.step or not self.dist.main:
             path, how = latest_checkpoint(self.run_dir), "holds it"
         else:
             path, how = self.save(), "written"
-        raise Interrupted(f"interrupted by {stop.requested} after step {self.step}: checkpoint {path} {how} "
-                          f"(continue with --resume)", stop.signum)
+        raise Interrupted(f"interrupted by {what} after step {self.step}: checkpoint {path} {how} "
+                          f"(continue with --resume)", signum)
+
+    def announce(self, text: str) -> None:
+        """A line on stderr from rank 0 (the others would repeat it)."""
+        if self.dist.main:
+            print(text, file=sys.stderr, flush=True)
 
     def record_event(self, event: dict[str, Any]) -> None:
         """An event (e.g. grokking) as a line of metrics.jsonl and events.jsonl, and as TensorBoard text."""
@@ -472,6 +529,10 @@ class Trainer:
         peak, peak_source, flops_per_token = self.peak, self.peak_source, self.flops_per_token
         self.log(f"MFU against the {peak_source} peak of {peak / 1e12:.3g} TFLOP/s "
                  f"({flops_per_token / 1e6:.1f} MFLOP a token)")
+        world = self.dist.world_size
+        self.log(f"global batch: {cfg.batch_size} sequences x {cfg.grad_accum} micro-batches x {world} "
+                 f"process{'es' * (world > 1)} = {cfg.batch_size * cfg.grad_accum * world:,} sequences of up to "
+                 f"{self.sampler.block_size} tokens a step")
         tokens_per_step = cfg.batch_size * cfg.grad_accum * self.sampler.block_size
         seconds = step_seconds_at_peak(flops_per_token, tokens_per_step, peak)
         if seconds > 10:  # a large preset on a small device: say so before the silence of the first step
@@ -485,53 +546,60 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_start(self)
         last_val: dict[str, Any] = {}
-        progress = Progress(cfg.steps, start=self.step, enabled=cfg.progress)
+        progress = Progress(cfg.steps, start=self.step, enabled=cfg.progress and self.dist.main)
         window = self.log_window
         try:
-            with StopSignals() as stop:
-                if self.step == 0:
+            with StopSignals(announce=self.announce) as stop:
+                if self.step == 0 and self.dist.main:
                     last_val = {"step": 0, **self.evaluate()}
                     self._run_callbacks("on_evaluate", last_val)
                     self._run_callbacks("on_step_end", last_val)  # the measures' values at initialization
                     self.run_log.write(last_val)
                 window_tokens, window_t0 = 0, time.perf_counter()
-                while self.step < cfg.steps and not stop.requested:
+                stopping = self.dist.any(stop.requested is not None)
+                while self.step < cfg.steps and not stopping:
                     if self._compiling("training"):
                         with running("--compile: compiling the model for training (the first step)"):
                             numbers, tokens = self.train_step()
                     else:
                         numbers, tokens = self.train_step()
                     self.step += 1
-                    for name, values in numbers.items():
-                        window[name].extend(values)
+                    for name, (total, count) in numbers.items():
+                        kept = window.setdefault(name, [0.0, 0])
+                        kept[0] += total
+                        kept[1] += count
                     window_tokens += tokens
                     record: dict[str, Any] = {}
                     if self._due(cfg.log_interval):
                         elapsed = time.perf_counter() - window_t0
-                        skipped = window.pop("skipped_steps", [])
-                        record = {name: torch.stack(v).float().mean().item() for name, v in window.items()}
+                        skipped = window.pop("skipped_steps", [0.0, 0])[1]
+                        record = {name: total / count for name, (total, count) in window.items()}
                         if skipped:
-                            record["skipped_steps"] = len(skipped)
+                            record["skipped_steps"] = skipped
                         tokens_per_s = window_tokens / elapsed
                         record.update(lr=self.scheduler.get_last_lr()[0], tokens_per_s=tokens_per_s,
-                                      mfu=tokens_per_s * flops_per_token / peak)
+                                      mfu=tokens_per_s * flops_per_token / (peak * self.dist.world_size))
                         window.clear()
                         window_tokens, window_t0 = 0, time.perf_counter()
-                    if self._due(cfg.eval_interval):
+                    if self._due(cfg.eval_interval) and self.dist.main:
                         record.update(self.evaluate())
                         self._run_callbacks("on_evaluate", record)
                         last_val = {"step": self.step, **record}
                     self._run_callbacks("on_step_end", record)
-                    if record:
+                    if record and self.dist.main:
                         self.run_log.write({"step": self.step, **record})
                         progress.update(self.step, progress_text(record))
-                    if self._due(cfg.checkpoint_every):
+                    if self._due(cfg.checkpoint_every) and self.dist.main:
                         self.save()
-                if stop.requested:
+                    stopping = self.dist.any(stop.requested is not None)
+                if stopping:
                     self._stop_on_signal(stop)
         finally:
             progress.close()
-            self.run_log.close()
+            if self.run_log is not None:
+                self.run_log.close()
+        if not self.dist.main:
+            return {"step": self.step, "val_loss": None, "validation": {}, "checkpoint": None}
         if not last_val:  # resumed at the last step: nothing was evaluated in this process
             last_val = {"step": self.step, **self.evaluate()}
         final = latest_checkpoint(self.run_dir)
@@ -552,5 +620,8 @@ def progress_text(record: dict[str, Any]) -> str:
 
 
 def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
-    return Trainer(cfg, log=log).fit()
+    trainer = Trainer(cfg, log=log)
+    result = trainer.fit()
+    trainer.dist.close()  # after a failure, the command line leaves without tearing down (genesis_train.cli)
+    return result
 
