@@ -53,3 +53,14 @@ def test_nothing_fits(monkeypatch):
     with pytest.raises(ConfigError, match=r"not even one sequence a micro-batch with --gradient-checkpointing fits: "
                                           r"choose a smaller --mode"):
         check_fit(TrainConfig(mode="deep_narrow_40"), MODEL, 1024, CPU, torch.float32)
+
+
+def test_processes_sharing_a_cpu_each_get_their_share(monkeypatch):
+    """torchrun's ranks of one node train on its one RAM: with 2 of them, a run that fits the whole RAM alone does
+    not fit half of it."""
+    needed = training_memory(MODEL, 8, 1024, autocast=False).total
+    free(monkeypatch, needed + 1)
+    cfg = TrainConfig(mode="deep_narrow_40", batch_size=8)
+    check_fit(cfg, MODEL, 1024, CPU, torch.float32)
+    with pytest.raises(ConfigError, match=r"is free on cpu \(its share for each of 2 processes on this machine\)"):
+        check_fit(cfg, MODEL, 1024, CPU, torch.float32, sharing=2)

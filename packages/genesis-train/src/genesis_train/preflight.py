@@ -76,7 +76,7 @@ def check_fit(cfg: TrainConfig, model: ModelConfig, seq_len: int, device: torch.
     else:
         advice = ("not even one sequence a micro-batch with --gradient-checkpointing fits: choose a smaller --mode "
                   "or --block-size (`genesis-model presets` lists each preset's memory)")
-    share = f" (a {sharing}th of it for each of {sharing} processes)" if sharing > 1 else ""
+    share = f" (its share for each of {sharing} processes on this machine)" if sharing > 1 else ""
     raise ConfigError(f"{what} needs about {bytes_human(needed)} to train, {bytes_human(available)} is free on "
                       f"{device}{share}; {advice}")
 
