@@ -119,26 +119,22 @@ class Distributed:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
     def main_first(self, work: Callable[[], T]) -> T:
         """`work` on rank 0, then on the others (rank 0 fills caches the others then read). When rank 0 fails, it
         raises its error and the others raise PeerFailed instead of repeating the work."""
         if not self.enabled:
             return work()
-        result, failed = None, False
         if self.main:
             try:
                 result = work()
             except BaseException:
                 self.any(True)
                 raise
-        failed = self.any(False)
-        if failed:
+            self.any(False)
+            return result
+        if self.any(False):
             raise PeerFailed("rank 0 failed")
-        return work() if not self.main else result
+        return work()
 
     def _collective_device(self) -> torch.device:
         return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \

@@ -44,8 +44,8 @@ from genesis_train.checkpointing import (
     save_checkpoint,
     set_rng_state,
 )
-from genesis_train.distributed import Distributed
 from genesis_train.config import EVAL_BATCHES_MAX, EVAL_SECONDS_AT_PEAK, ConfigError, TrainConfig, TrainingError
+from genesis_train.distributed import Distributed
 from genesis_train.grokfast import GrokfastEMA
 from genesis_train.interrupt import Interrupted, StopSignals
 from genesis_train.metrics import Progress, RunLog, tensorboard_available
