@@ -32,7 +32,7 @@ def test_a_rotated_scaled_shifted_copy_is_at_distance_zero():
 
 
 def fake_trainer(model, steps=10):
-    return SimpleNamespace(model=model, device=torch.device("cpu"), autocast=contextlib.nullcontext,
+    return SimpleNamespace(model=model, device=torch.device("cpu"), autocast=contextlib.nullcontext, sharded=False,
                            cfg=SimpleNamespace(steps=steps))
 
 

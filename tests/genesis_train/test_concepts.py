@@ -72,7 +72,7 @@ def concepts_file(tmp_path):
 def fake_trainer(vocab_size: int, steps: int = 10) -> SimpleNamespace:
     torch.manual_seed(0)
     model = MultiTaskModel(ModelConfig(d_model=32, n_layers=2, n_heads=4, vocab_size=vocab_size, max_seq_len=128))
-    return SimpleNamespace(model=model, device=torch.device("cpu"), autocast=contextlib.nullcontext,
+    return SimpleNamespace(model=model, device=torch.device("cpu"), autocast=contextlib.nullcontext, sharded=False,
                            cfg=SimpleNamespace(steps=steps))
 
 

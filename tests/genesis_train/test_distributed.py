@@ -1,5 +1,5 @@
-"""genesis-train under torchrun: 2 CPU ranks (gloo) against one process with the same global batch, resuming, and
-every rank stopping when one fails."""
+"""genesis-train under torchrun: 2 CPU ranks (gloo), data parallel (DDP) and sharded (--fsdp), against one process
+with the same global batch; resuming; and every rank stopping when one fails."""
 
 import json
 import os
@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from genesis_model import load_pretrained
+from genesis_model import GenesisTokenizer, generate, load_pretrained
 
 HERE = Path(__file__).parent
 RUN = ["--mode", "tiny", "--steps", "6", "--batch-size", "4", "--block-size", "64", "--vocab-size", "512",
        "--eval-interval", "3", "--log-interval", "1", "--eval-batches", "1", "--checkpoint-interval", "3",
        "--device", "cpu", "--no-progress"]
-LOGGED = ("loss_", "accuracy_", "val_loss_", "val_accuracy_", "grad_norm")
+# The cross-translation alignment runs the measures' forward (`pooled`) every 3 steps.
+MEASURED = ["--alignment-every", "3", "--alignment-verses", "16"]
+LOGGED = ("loss_", "accuracy_", "val_loss_", "val_accuracy_", "grad_norm", "weight_norm", "alignment_distance",
+          "alignment_ratio")
 
 
 def genesis_train(args: list[str], ranks: int = 1, script: list[str] | None = None,
@@ -54,9 +57,9 @@ def runs(tmp_path_factory):
     """One 2-rank run and one single process with --grad-accum 2 (the same 8 sequences a step), sharing a cache."""
     root = tmp_path_factory.mktemp("ddp")
     cache = ["--cache-dir", str(root / "cache")]
-    single = genesis_train([*RUN, *cache, "--grad-accum", "2", "--out-dir", str(root / "single")])
+    single = genesis_train([*RUN, *MEASURED, *cache, "--grad-accum", "2", "--out-dir", str(root / "single")])
     assert single.returncode == 0, single.stderr
-    two = genesis_train([*RUN, *cache, "--out-dir", str(root / "two")], ranks=2)
+    two = genesis_train([*RUN, *MEASURED, *cache, "--out-dir", str(root / "two")], ranks=2)
     assert two.returncode == 0, two.stdout + two.stderr
     return root, two
 
@@ -88,8 +91,8 @@ def test_a_two_rank_run_resumed_reproduces_its_own_numbers(runs):
     first = logged(root / "two")
     run_dir = root / "two"
     (run_dir / "checkpoints" / "step-00000006").rename(root / "step-6-aside")  # as if stopped after step 3
-    resumed = genesis_train([*RUN, "--cache-dir", str(root / "cache"), "--out-dir", str(run_dir), "--resume"],
-                            ranks=2)
+    resumed = genesis_train([*RUN, *MEASURED, "--cache-dir", str(root / "cache"), "--out-dir", str(run_dir),
+                             "--resume"], ranks=2)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resumed from" in resumed.stdout + resumed.stderr
     assert_same_numbers(logged(run_dir), first, rel=1e-6)
@@ -101,10 +104,82 @@ def test_a_two_rank_run_resumed_reproduces_its_own_numbers(runs):
     assert refused.stderr.strip().splitlines()[-1].startswith(
         f"genesis-train: error: --resume: {run_dir / 'checkpoints' / 'step-00000003'} was trained by 2 process(es) "
         f"with 2 micro-batches a step, this run has 1 with 1")
-    one = genesis_train([*RUN, "--cache-dir", str(root / "cache"), "--out-dir", str(run_dir), "--resume",
+    one = genesis_train([*RUN, *MEASURED, "--cache-dir", str(root / "cache"), "--out-dir", str(run_dir), "--resume",
                          "--grad-accum", "2"])
     assert one.returncode == 0, one.stderr
     assert_same_numbers(logged(run_dir), first, rel=1e-5)
+
+
+def state_megabytes(run_dir: Path) -> float:
+    """What rank 0 held of parameters and optimizer state after its first step (metrics.jsonl's state_mb)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return next(r["state_mb"] for r in records if "state_mb" in r)
+
+
+@pytest.fixture(scope="module")
+def sharded(runs):
+    root, _ = runs
+    result = genesis_train([*RUN, *MEASURED, "--cache-dir", str(root / "cache"), "--out-dir", str(root / "fsdp"),
+                            "--fsdp"], ranks=2)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root, result
+
+
+def test_two_sharded_ranks_match_one_process_and_each_holds_half_the_state(sharded):
+    root, result = sharded
+    assert "Traceback" not in result.stdout + result.stderr
+    single, fsdp = logged(root / "single"), logged(root / "fsdp")
+    # Sharding changes where sums happen (the gradient norm over shards, the weight norms), not the numbers.
+    assert_same_numbers(fsdp, single, rel=1e-5)
+    assert any(name.startswith("alignment_") for record in fsdp.values() for name in record)
+    # Parameters (4 bytes each) + AdamW's two moments (8 bytes for each parameter that has had a gradient: after the
+    # first step, not the heads of tasks that step did not draw) in one process; half of it (plus a shard's
+    # padding) on each of two ranks.
+    reference = load_pretrained(root / "single" / "checkpoints" / "step-00000006")
+    d = reference.config.d_model
+    heads = {"coherence": d + 1, "xref": d * d, "paraphrase": d * d}
+    untouched = sum(size for task, size in heads.items() if f"loss_{task}" not in single[1])
+    params = sum(p.numel() for p in reference.parameters())
+    whole, half = state_megabytes(root / "single"), state_megabytes(root / "fsdp")
+    assert whole == pytest.approx((12 * params - 8 * untouched) / 2**20, rel=1e-5)  # + a step count per tensor
+    assert half / whole == pytest.approx(0.5, abs=0.01)
+
+    # The checkpoint: the optimizer state in one shard file per rank (torch.distributed.checkpoint), and the whole
+    # model in model.safetensors, which genesis-model alone loads and generates from.
+    checkpoint = root / "fsdp" / "checkpoints" / "step-00000006"
+    assert sorted(p.name for p in (checkpoint / "optimizer").iterdir()) == [".metadata", "__0_0.distcp",
+                                                                             "__1_0.distcp"]
+    model = load_pretrained(checkpoint)
+    for (name, p), q in zip(model.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+    tokenizer = GenesisTokenizer.from_file(checkpoint / "tokenizer.json")
+    new = generate(model, [tokenizer.encode("In the beginning")], 8)[0]
+    assert len(new) == 8 and all(0 <= token < tokenizer.vocab_size for token in new)
+
+
+def test_a_sharded_run_resumed_reproduces_its_own_numbers_and_refuses_to_lose_its_shards(sharded):
+    root, _ = sharded
+    run_dir = root / "fsdp"
+    first = logged(run_dir)
+    (run_dir / "checkpoints" / "step-00000006").rename(root / "fsdp-step-6-aside")
+    resumed = genesis_train([*RUN, *MEASURED, "--cache-dir", str(root / "cache"), "--out-dir", str(run_dir),
+                             "--resume", "--fsdp"], ranks=2)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert_same_numbers(logged(run_dir), first, rel=1e-6)
+
+    refused = genesis_train([*RUN, "--cache-dir", str(root / "cache"), "--out-dir", str(run_dir), "--resume"],
+                            ranks=2, timeout=120)
+    assert refused.returncode != 0
+    assert (f"genesis-train: error: --resume: {run_dir / 'checkpoints' / 'step-00000006'} was trained with --fsdp; "
+            f"resume it with --fsdp") in refused.stderr
+
+
+def test_fsdp_without_torchrun_is_refused_in_one_line(tmp_path):
+    result = genesis_train([*RUN, "--out-dir", str(tmp_path / "run"), "--fsdp"], timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("genesis-train: error: --fsdp shards the model across processes: run under "
+                                     "torchrun --nproc_per_node N (N >= 2), or leave --fsdp out")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_bad_option_stops_every_rank_with_one_message(tmp_path):

@@ -33,14 +33,19 @@ class CheckpointError(ValueError):
 
 
 def save_pretrained(model: GenesisLM | MultiTaskModel, directory: str | os.PathLike,
-                    tokenizer_file: str | os.PathLike | None = None) -> Path:
-    """Write config.json, model.safetensors and (when given) a copy of the tokenizer file into `directory`."""
-    name = type(model).__name__
-    if name not in MODEL_CLASSES:
-        raise TypeError(f"save_pretrained: expected one of {', '.join(MODEL_CLASSES)}, got {name}")
+                    tokenizer_file: str | os.PathLike | None = None,
+                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write config.json, model.safetensors and (when given) a copy of the tokenizer file into `directory`. The
+    weights are `model`'s own, or `state_dict` when given (the whole model's, e.g. gathered from the ranks of a
+    sharded run)."""
+    # The class itself or a subclass (wrappers such as FSDP's derive one from the model's class).
+    name = next((n for n, cls in MODEL_CLASSES.items() if isinstance(model, cls)), None)
+    if name is None:
+        raise TypeError(f"save_pretrained: expected one of {', '.join(MODEL_CLASSES)}, got {type(model).__name__}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
+    weights = model.state_dict() if state_dict is None else state_dict
+    tensors = {key: value.detach().contiguous() for key, value in weights.items()}
     # Write then rename, so an interrupted save never leaves a truncated file under the real name.
     partial = directory / (WEIGHTS_FILE + ".partial")
     try:

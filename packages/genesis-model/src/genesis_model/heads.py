@@ -46,6 +46,12 @@ class MultiTaskModel(nn.Module):
         self.paraphrase_head = nn.Linear(d, d, bias=False)
 
     def pooled(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each row's final hidden states averaged over its mask: the representation the heads and the measures
+        read. The task losses use `_pool` instead, so that this public entry point may be hooked on its own (a
+        sharded model gathers its weights around it as around forward)."""
+        return self._pool(input_ids, mask)
+
+    def _pool(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return masked_mean(self.lm.hidden_states(input_ids), mask)
 
     def _pooled_together(self, *pairs: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
@@ -53,7 +59,7 @@ class MultiTaskModel(nn.Module):
         length = max(ids.shape[1] for ids, _ in pairs)
         ids = torch.cat([F.pad(ids, (0, length - ids.shape[1])) for ids, _ in pairs])
         mask = torch.cat([F.pad(mask, (0, length - mask.shape[1])) for _, mask in pairs])
-        return list(self.pooled(ids, mask).split([ids.shape[0] for ids, _ in pairs]))
+        return list(self._pool(ids, mask).split([ids.shape[0] for ids, _ in pairs]))
 
     def forward(self, batch: dict) -> dict:
         task = batch.get("task")
@@ -78,7 +84,7 @@ class MultiTaskModel(nn.Module):
         return {"loss": loss, "tokens": tokens, "accuracy": correct.sum() / tokens.clamp(min=1)}
 
     def coherence_loss(self, input_ids, attention_mask, labels) -> dict:
-        logit = self.coherence_head(self.pooled(input_ids, attention_mask)).squeeze(-1).float()
+        logit = self.coherence_head(self._pool(input_ids, attention_mask)).squeeze(-1).float()
         target = labels.to(logit.dtype)
         loss = F.binary_cross_entropy_with_logits(logit, target)
         return {"loss": loss, "accuracy": ((logit > 0) == (target > 0.5)).float().mean().detach()}

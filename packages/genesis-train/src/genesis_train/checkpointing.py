@@ -8,6 +8,11 @@ directory, fsyncs each file and the directory, then renames it into place; pruni
 aside before deleting it. So a kill at any moment leaves either a complete checkpoint under its name or
 nothing there, and a directory without its manifest is never listed, counted or resumed from.
 Leftovers of a kill (temporary and half-deleted directories, one checkpoint too many) go at the next start.
+
+A sharded run (--fsdp) writes the same files (model.safetensors holds the whole model, gathered, so that
+genesis-model alone loads it) except that the optimizer state stays in shards: every rank writes its own into
+`optimizer/` with torch.distributed.checkpoint, and train_state.pt names that directory in place of the state.
+The checkpoint directory must then be on a file system every rank sees.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ TRAIN_STATE = "train_state.pt"
 MANIFEST = "manifest.json"
 # What resuming reads from train_state.pt; a state without one of them is damaged.
 TRAIN_STATE_KEYS = ("step", "optimizer", "scheduler", "scaler", "sampler", "rng")
+SHARDED_OPTIMIZER = "optimizer"  # the subdirectory of a sharded run's optimizer state
 
 
 def checkpoint_root(run_dir: Path) -> Path:
@@ -109,18 +115,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def pending_shards(run_dir: Path, name: str) -> Path:
+    """Where the ranks of a sharded run write a checkpoint's optimizer shards before rank 0 completes it (hidden,
+    and removed by `prune` when a kill leaves it behind)."""
+    return checkpoint_root(run_dir) / f".{name}.shards.tmp"
+
+
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, tokenizer_file: Path | None,
-                    train_state: dict[str, Any], cfg: TrainConfig, name: str | None = None) -> Path:
+                    train_state: dict[str, Any], cfg: TrainConfig, name: str | None = None,
+                    weights: dict[str, torch.Tensor] | None = None, shards: Path | None = None) -> Path:
     """Writes `checkpoints/step-<step>/`, or `checkpoints/<name>/` for a kept checkpoint (e.g. a grokking event's),
-    which neither counts among the last K nor is ever pruned."""
+    which neither counts among the last K nor is ever pruned. A sharded run passes the whole model's `weights` and
+    the directory its ranks wrote the optimizer shards to, which becomes the checkpoint's `optimizer/`."""
     root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    name = name or f"step-{step:08d}"
+    name = name or checkpoint_name(step)
     final = root / name
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save_pretrained(model, tmp, tokenizer_file=tokenizer_file)
+        save_pretrained(model, tmp, tokenizer_file=tokenizer_file, state_dict=weights)
+        if shards is not None:
+            os.replace(shards, tmp / SHARDED_OPTIMIZER)
         try:
             torch.save(train_state, tmp / TRAIN_STATE)
         except RuntimeError as e:  # torch's writer reports a full disk as "file write failed", without the errno
@@ -128,21 +148,55 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, tokenizer_
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / TRAIN_STATE)) from e
             raise
         (tmp / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+        written = [p for p in sorted(tmp.rglob("*")) if p.is_file()]
+        files = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in written}
         (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1) + "\n")
         # On disk before the rename makes them visible, as torch.distributed.checkpoint does.
-        for path in tmp.iterdir():
+        for path in [*written, tmp / MANIFEST, *(p for p in tmp.rglob("*") if p.is_dir()), tmp]:
             _fsync(path)
-        _fsync(tmp)
         if final.exists():
             _delete(final)
         os.replace(tmp, final)
         _fsync(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if shards is not None:
+            shutil.rmtree(shards, ignore_errors=True)
         raise
     prune(run_dir, cfg.keep_checkpoints)
     return final
+
+
+def save_sharded_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    """Every rank of a sharded run writes its shards of the optimizer state into `directory` (a collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    dcp.save({"optimizer": get_optimizer_state_dict(model, optimizer)}, checkpoint_id=directory)
+
+
+def load_sharded_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    """The optimizer state a sharded run saved, read by every rank into its own shards (a collective). The saved
+    run may have had another number of ranks: torch.distributed.checkpoint reshards."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+    # The template holds a state for every parameter (torch creates it with a step that changes nothing); a
+    # parameter that never had a gradient (a head of a task not drawn yet) has none saved, and none after loading.
+    state = {"optimizer": get_optimizer_state_dict(model, optimizer)}
+    dcp.load(state, checkpoint_id=directory, planner=dcp.DefaultLoadPlanner(allow_partial_load=True))
+    set_optimizer_state_dict(model, optimizer, state["optimizer"])
+    saved = dcp.FileSystemReader(directory).read_metadata().state_dict_metadata
+    for name, param in model.named_parameters():
+        if not any(key.startswith(f"optimizer.state.{name}.") for key in saved):
+            optimizer.state.pop(param, None)
+
+
+def gather_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's weights on rank 0's CPU from a sharded model (a collective; the other ranks get {})."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def _tensor_bytes(value: Any) -> int:

@@ -87,6 +87,8 @@ class TrainConfig:
     dtype: str = _opt("auto", "autocast dtype: float32, bfloat16, float16, or auto (bf16 on capable GPUs, else fp32)",
                       choices=DTYPES)
     compile: bool = _opt(False, "compile the model with torch.compile")
+    fsdp: bool = _opt(False, "under torchrun: shard parameters, gradients and optimizer state across the processes "
+                      "(FSDP2), for presets whose AdamW state does not fit one device")
     seed: int = _opt(0, "seed for weights and the data stream")
     # bookkeeping
     out_dir: str = _opt("runs/{mode}", "run directory for checkpoints and metrics ({mode} is replaced)")

@@ -13,6 +13,11 @@ What each rank does (README "Several processes"):
 - gradients averaged by DDP: the step is that single process's step, to float reduction order;
 - side effects once: rank 0 alone writes checkpoints, metrics, TensorBoard and events, evaluates and runs the
   measures (callbacks); the other ranks wait for it at their next collective.
+
+With --fsdp the model is sharded (FSDP2, `Distributed.shard`) instead of wrapped in DDP: every rank holds a part of
+each weight, gradient and optimizer moment, and a forward gathers a block's weights just before it runs. Every
+forward is then a collective: all ranks evaluate and run the measures together (rank 0 still alone writes), and a
+checkpoint is written by all of them (genesis_train.checkpointing).
 """
 
 from __future__ import annotations
@@ -36,6 +41,20 @@ COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
 
 class PeerFailed(Exception):
     """Another rank failed (it reports why); this one stops without a message of its own."""
+
+
+def local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a tensor: its shard of a sharded one (a DTensor, under --fsdp), else the tensor."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole value of a tensor that may be a DTensor (a collective for a sharded or partial one)."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 class Distributed:
@@ -100,6 +119,26 @@ class Distributed:
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                        find_unused_parameters=True, **no_buffer_sync)
 
+    def shard(self, model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+        """FSDP2 over a MultiTaskModel, in place: one unit per decoder block, then the root (embeddings, final norm,
+        heads). Below float32 the weights are gathered in `dtype` and gradients reduced in float32 (the mixed
+        precision policy); the master weights and the optimizer state stay float32.
+
+        A rank's micro-batches may leave some heads without a gradient while another rank's give them one; a unit's
+        gradients are reduce-scattered as one collective, so every rank reduces zeros for those (as DDP's
+        find_unused_parameters does). `pooled` (the measures' forward) gathers the root's weights as forward
+        does."""
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+        policy = MixedPrecisionPolicy() if dtype == torch.float32 else \
+            MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+        for block in model.lm.blocks:
+            fully_shard(block, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
+        model.set_reduce_scatter_unused_params(True)
+        register_fsdp_forward_method(model, "pooled")
+        return model
+
     def keep(self, draw: Callable[[], T]) -> T:
         """This rank's share of a global stream: draws world_size items and keeps the rank-th."""
         items = [draw() for _ in range(self.world_size)]
@@ -119,9 +158,9 @@ class Distributed:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
-    def main_first(self, work: Callable[[], T]) -> T:
-        """`work` on rank 0, then on the others (rank 0 fills caches the others then read). When rank 0 fails, it
-        raises its error and the others raise PeerFailed instead of repeating the work."""
+    def main_only(self, work: Callable[[], T]) -> T | None:
+        """`work` on rank 0 while the others wait; its result on rank 0, None elsewhere. When rank 0 fails, it
+        raises its error and the others raise PeerFailed."""
         if not self.enabled:
             return work()
         if self.main:
@@ -134,7 +173,12 @@ class Distributed:
             return result
         if self.any(False):
             raise PeerFailed("rank 0 failed")
-        return work()
+        return None
+
+    def main_first(self, work: Callable[[], T]) -> T:
+        """`work` on rank 0, then on the others (rank 0 fills caches the others then read)."""
+        result = self.main_only(work)
+        return result if self.main else work()
 
     def _collective_device(self) -> torch.device:
         return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \

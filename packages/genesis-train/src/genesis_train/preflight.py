@@ -31,10 +31,14 @@ class Shape:
                          f"--batch-size {self.batch_size}", f"--grad-accum {self.grad_accum}"])
 
 
-def training_bytes(model: ModelConfig, shape: Shape, seq_len: int, device: torch.device, dtype: torch.dtype) -> int:
-    """Estimated peak bytes of a training step (plus the CUDA context on a GPU)."""
+def training_bytes(model: ModelConfig, shape: Shape, seq_len: int, device: torch.device, dtype: torch.dtype,
+                   shards: int = 1) -> int:
+    """Estimated peak bytes of a training step (plus the CUDA context on a GPU) in each of `shards` processes that
+    share the weights, gradients and AdamW moments out between them (--fsdp)."""
     memory = training_memory(model, shape.batch_size, seq_len, autocast=dtype != torch.float32)
     total = memory.total_checkpointed if shape.checkpointing else memory.total
+    state = memory.weights + memory.grads + memory.adamw
+    total -= state - state // shards
     return total + (CUDA_CONTEXT_BYTES if device.type == "cuda" else 0)
 
 
@@ -54,21 +58,22 @@ def smaller_shapes(shape: Shape) -> list[Shape]:
 
 
 def check_fit(cfg: TrainConfig, model: ModelConfig, seq_len: int, device: torch.device, dtype: torch.dtype,
-              sharing: int = 1) -> None:
+              sharing: int = 1, shards: int = 1) -> None:
     """Raises ConfigError when the run will not fit in the device's free memory, naming options that would.
-    `sharing` processes train on the device (torchrun's ranks of one node on its CPU): each gets its share."""
+    `sharing` processes train on the device (torchrun's ranks of one node on its CPU): each gets its share.
+    `shards` processes share out the model's state (--fsdp)."""
     available = available_memory(device)
     if available is None:
         return
     available //= sharing
     shape = Shape(cfg.batch_size, cfg.grad_accum, cfg.gradient_checkpointing)
-    needed = training_bytes(model, shape, seq_len, device, dtype)
+    needed = training_bytes(model, shape, seq_len, device, dtype, shards)
     if needed <= available:
         return
     what = (f"--mode {cfg.mode} at {shape.batch_size} x {seq_len} tokens a micro-batch"
             f"{' with gradient checkpointing' if shape.checkpointing else ''} in "
             f"{str(dtype).removeprefix('torch.')}")
-    sized = [(s, training_bytes(model, s, seq_len, device, dtype)) for s in smaller_shapes(shape)]
+    sized = [(s, training_bytes(model, s, seq_len, device, dtype, shards)) for s in smaller_shapes(shape)]
     fitting = [(s, n) for s, n in sized if n <= available]
     if fitting:
         first, first_bytes = fitting[0]

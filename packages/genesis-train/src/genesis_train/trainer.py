@@ -33,19 +33,25 @@ from genesis_train.callbacks.concepts import ConceptClustering
 from genesis_train.callbacks.grokking import GrokkingCallback, GrokkingRule
 from genesis_train.callbacks.norms import WeightNorms
 from genesis_train.checkpointing import (
+    SHARDED_OPTIMIZER,
+    checkpoint_name,
     checkpoint_root,
+    gather_weights,
     holds_a_run,
     intact_before,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    load_sharded_optimizer,
+    pending_shards,
     prune,
     rng_state,
     save_checkpoint,
+    save_sharded_optimizer,
     set_rng_state,
 )
 from genesis_train.config import EVAL_BATCHES_MAX, EVAL_SECONDS_AT_PEAK, ConfigError, TrainConfig, TrainingError
-from genesis_train.distributed import Distributed
+from genesis_train.distributed import Distributed, local_part, whole
 from genesis_train.grokfast import GrokfastEMA
 from genesis_train.interrupt import Interrupted, StopSignals
 from genesis_train.metrics import Progress, RunLog, tensorboard_available
@@ -113,6 +119,12 @@ class Trainer:
             raise ConfigError(f"--mode {cfg.mode!r} is not a preset; choose one of {', '.join(PRESETS)}")
         self.dist = Distributed.from_environment()
         self.cfg, self.log = cfg, log if self.dist.main else (lambda *_: None)
+        self.sharded = cfg.fsdp
+        if self.sharded:
+            self._check_fsdp(cfg)
+        # Ranks that evaluate, run the measures and take part in checkpoints: rank 0, or all of them when the model
+        # is sharded (then each forward and each checkpoint needs every rank).
+        self.measuring = self.dist.main or self.sharded
         show_progress(cfg.progress and self.dist.main)  # the long phases of preparing data and evaluating, too
         if not self.dist.main:  # genesis-data's notices (a task switched off, ...) are the same on every rank
             logging.getLogger("genesis_data").setLevel(logging.ERROR)
@@ -125,7 +137,8 @@ class Trainer:
         resume_from = self.dist.main_first(lambda: self._claim_run_dir(cfg))  # a refused run costs no loading
         self.dist.main_first(self._setup_data)
         check_fit(cfg, self.model_config, self.sampler.block_size, self.device, self.dtype,
-                  sharing=self.dist.local_world_size if self.device.type == "cpu" else 1)
+                  sharing=self.dist.local_world_size if self.device.type == "cpu" else 1,
+                  shards=self.dist.world_size if self.sharded else 1)
         self.peak, self.peak_source = peak_flops(self.device, self.dtype)
         self.flops_per_token = train_flops_per_token(self.model_config, self.sampler.block_size)
 
@@ -148,16 +161,24 @@ class Trainer:
                 raise ConfigError(f"--resume: {resume_from} holds a model of another shape or configuration than "
                                   f"--mode {cfg.mode}; use another --out-dir or the same options")
             self._check_resumed_world(resume_from, state)
+            if (state["optimizer"] == SHARDED_OPTIMIZER) != self.sharded:
+                trained = "without" if self.sharded else "with"
+                raise ConfigError(f"--resume: {resume_from} was trained {trained} --fsdp; resume it {trained} --fsdp")
         else:
             self.model = MultiTaskModel(self.model_config)
         self.model.to(self.device)
+        if self.sharded:
+            self.dist.shard(self.model, self.dtype)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.grokfast = GrokfastEMA(self.model.named_parameters(), cfg.grokfast_alpha, cfg.grokfast_lamb) \
             if cfg.grokfast else None
         if resume_from is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.sharded:
+                load_sharded_optimizer(self.model, self.optimizer, resume_from / SHARDED_OPTIMIZER)
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
             self.sampler.load_state_dict(state["sampler"])
@@ -172,16 +193,17 @@ class Trainer:
                     else [float(window[0]), window[1]]
             self.log(f"resumed from {resume_from} at step {self.step}")
         self.val_batches, self.val_units, self.eval_batches = {}, {}, None
-        if self.dist.main:  # rank 0 alone evaluates
+        if self.measuring:
             self._setup_validation(state.get("eval_batches") if resume_from is not None else None)
-        # Evaluation and the measures run the plain model; training runs it under DDP when there are several ranks.
+        # Evaluation and the measures run the plain model; training runs it under DDP when there are several ranks
+        # (a sharded model does its gradient reduction itself).
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.train_forward = self.forward
-        if self.dist.enabled:
+        if self.dist.enabled and not self.sharded:
             ddp = self.dist.wrap(self.model, self.device)
             self.train_forward = torch.compile(ddp) if cfg.compile else ddp
         self._compiled: set[str] = set()
-        self.callbacks = self._build_callbacks(cfg) if self.dist.main else []
+        self.callbacks = self._build_callbacks(cfg) if self.measuring else []
         if resume_from is not None:
             saved = state.get("callbacks", {})
             for callback in self.callbacks:
@@ -195,6 +217,17 @@ class Trainer:
             self._clear_run_dir()
             self.run_log = RunLog(self.run_dir, tensorboard=cfg.tensorboard != "off" and tensorboard_available(),
                                   resume_step=self.step if resume_from else None)
+
+    def _check_fsdp(self, cfg: TrainConfig) -> None:
+        if not self.dist.enabled:
+            raise ConfigError("--fsdp shards the model across processes: run under torchrun --nproc_per_node N "
+                              "(N >= 2), or leave --fsdp out")
+        if cfg.grokfast:
+            raise ConfigError("--grokfast with --fsdp: the filter's state is not sharded; run Grokfast without --fsdp "
+                              "(its models are small)")
+        if cfg.dtype == "float16":
+            raise ConfigError("--dtype float16 with --fsdp: sharded training takes bfloat16 or float32 (no loss "
+                              "scaling over shards); use --dtype bfloat16")
 
     def _claim_run_dir(self, cfg: TrainConfig) -> Path | None:
         """The checkpoint to resume from, or None for a new run; refuses to mix a new run with another run's files
@@ -382,19 +415,20 @@ class Trainer:
         for micro_batch in range(self.cfg.grad_accum):
             batch = self.dist.keep(lambda: next(self.sampler))
             tokens += count_tokens(batch)
-            # Under DDP, gradients are averaged across ranks in the backward of the step's last micro-batch only.
-            last = micro_batch == self.cfg.grad_accum - 1
-            with contextlib.nullcontext() if last or not self.dist.enabled else self.train_forward.no_sync():
+            # Gradients are averaged across ranks in the backward of the step's last micro-batch only.
+            with self._gradient_sync(micro_batch == self.cfg.grad_accum - 1):
                 with self.autocast():
                     out = self.train_forward(to_device(batch, self.device))
                 self.scaler.scale(out["loss"] / self.cfg.grad_accum).backward()
             for kind in ("loss", "accuracy"):
                 outputs[f"{kind}_{batch['task']}"].append(out[kind].detach())
         self.scaler.unscale_(self.optimizer)
+        if self.sharded:
+            self._drop_unreached_gradients()
         # Clipping computes the global gradient norm; with clipping off, an infinite bound only measures it.
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
         if self.grokfast is None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+            grad_norm = whole(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         else:  # on the whole step's true (unscaled) gradient, before clipping bounds it; never a non-finite one
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
         numbers, tokens = self._step_numbers(outputs, tokens, grad_norm)
@@ -413,6 +447,27 @@ class Trainer:
         self._count_skipped(finite, bad_losses, numbers)
         return numbers, tokens
 
+    def _drop_unreached_gradients(self) -> None:
+        """In one process a parameter that no micro-batch of the step reached (another task's head) has no gradient,
+        and AdamW leaves it alone; FSDP reduces zeros for it instead. Those gradients (zero on every rank) go back
+        to None, so that the sharded step is the same step."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        # The L1 norm: zero only for an all-zero gradient, and defined for a rank's empty shard of a tiny tensor.
+        sizes = torch.stack(torch._foreach_norm([local_part(p.grad) for p in params], 1))
+        reached = self.dist.sum(sizes.float()).tolist()
+        for p, size in zip(params, reached):
+            if size == 0:
+                p.grad = None
+
+    def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """Whether this micro-batch's backward reduces gradients across ranks (the last of a step) or only
+        accumulates them here."""
+        if self.sharded:
+            self.model.set_requires_gradient_sync(last)
+        elif self.dist.enabled and not last:
+            return self.train_forward.no_sync()
+        return contextlib.nullcontext()
+
     def _step_numbers(self, outputs: dict[str, list[torch.Tensor]], tokens: int,
                       grad_norm: torch.Tensor) -> tuple[dict[str, list[float]], int]:
         """The step's [sum, count] by name over every rank, its tokens, and its gradient norm (the same on every
@@ -428,6 +483,12 @@ class Trainer:
         numbers = {name: [values[i], int(values[n + 1 + i])] for i, name in enumerate(names) if values[n + 1 + i]}
         numbers["grad_norm"] = [values[n] / self.dist.world_size, 1]
         return numbers, int(values[-1])
+
+    def _state_bytes(self) -> int:
+        """Bytes of the parameters and optimizer state this rank holds (its shards under --fsdp)."""
+        tensors = [*self.model.parameters(),
+                   *(v for state in self.optimizer.state.values() for v in state.values() if torch.is_tensor(v))]
+        return sum(local_part(t).numel() * local_part(t).element_size() for t in tensors)
 
     def _count_skipped(self, finite: bool, bad_losses: list[tuple[str, float]],
                        numbers: dict[str, list[float]]) -> None:
@@ -456,12 +517,15 @@ class Trainer:
                               f"--grad-accum = {saved} (torchrun --nproc_per_node {world} and the same --grad-accum)")
 
     def save(self, name: str | None = None) -> Path:
-        """A checkpoint of the whole train state: `step-<step>` (kept among the last K), or `name` (kept always)."""
+        """A checkpoint of the whole train state: `step-<step>` (kept among the last K), or `name` (kept always).
+        Under --fsdp every rank takes part: each writes its optimizer shards, rank 0 the rest."""
         # Never a checkpoint of non-finite weights (one host sync for the whole check).
-        if not bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()):
-            bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
-            raise TrainingError(f"step {self.step}: {len(bad)} weight tensors hold non-finite values (first: {bad[0]});"
-                                f" no checkpoint written, the last one is intact; lower --lr")
+        finite = bool(torch.stack([torch.isfinite(local_part(p)).all() for p in self.model.parameters()]).all())
+        if self.dist.any(not finite) if self.sharded else not finite:
+            bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(local_part(p)).all()]
+            what = f"{len(bad)} weight tensors hold non-finite values (first: {bad[0]})" if bad else \
+                "weight tensors hold non-finite values (in another rank's shards)"
+            raise TrainingError(f"step {self.step}: {what}; no checkpoint written, the last one is intact; lower --lr")
         state = {
             "step": self.step,
             "eval_batches": self.eval_batches,
@@ -469,7 +533,7 @@ class Trainer:
             "grad_accum": self.cfg.grad_accum,
             "skipped_in_a_row": self.skipped_in_a_row,
             "log_window": dict(self.log_window),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": SHARDED_OPTIMIZER if self.sharded else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(),
@@ -478,10 +542,19 @@ class Trainer:
         }
         if self.grokfast is not None:
             state["grokfast"] = self.grokfast.state_dict()
-        path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer_file, state, self.cfg, name=name)
-        if name is None:
+        periodic, name = name is None, name or checkpoint_name(self.step)
+        if self.sharded:
+            shards = pending_shards(self.run_dir, name)
+            self.dist.main_only(lambda: shutil.rmtree(shards, ignore_errors=True))  # a kill's leftover
+            save_sharded_optimizer(self.model, self.optimizer, shards)
+            weights = gather_weights(self.model)
+            self.dist.main_only(lambda: save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer_file,
+                                                        state, self.cfg, name=name, weights=weights, shards=shards))
+        else:
+            save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer_file, state, self.cfg, name=name)
+        if periodic:
             self.saved_step = self.step
-        return path
+        return checkpoint_root(self.run_dir) / name
 
     def _stop_on_signal(self, stop: StopSignals) -> NoReturn:
         """After a stop was requested: a checkpoint of the step just finished (unless it has one), then Interrupted.
@@ -494,7 +567,7 @@ class Trainer:
                 self.run_log.close()
                 RunLog.remove(self.run_dir)
             raise Interrupted(f"interrupted by {what} before the first step; nothing written", signum)
-        if self.saved_step == self.step or not self.dist.main:
+        if self.saved_step == self.step or not self.measuring:
             path, how = latest_checkpoint(self.run_dir), "holds it"
         else:
             path, how = self.save(), "written"
@@ -508,7 +581,8 @@ class Trainer:
 
     def record_event(self, event: dict[str, Any]) -> None:
         """An event (e.g. grokking) as a line of metrics.jsonl and events.jsonl, and as TensorBoard text."""
-        self.run_log.write(event)
+        if self.run_log is not None:
+            self.run_log.write(event)
 
     def _run_callbacks(self, hook: str, record: dict[str, Any]) -> None:
         for callback in self.callbacks:
@@ -550,12 +624,14 @@ class Trainer:
         window = self.log_window
         try:
             with StopSignals(announce=self.announce) as stop:
-                if self.step == 0 and self.dist.main:
+                if self.step == 0 and self.measuring:
                     last_val = {"step": 0, **self.evaluate()}
                     self._run_callbacks("on_evaluate", last_val)
                     self._run_callbacks("on_step_end", last_val)  # the measures' values at initialization
-                    self.run_log.write(last_val)
+                    if self.run_log is not None:
+                        self.run_log.write(last_val)
                 window_tokens, window_t0 = 0, time.perf_counter()
+                state_unlogged = True
                 stopping = self.dist.any(stop.requested is not None)
                 while self.step < cfg.steps and not stopping:
                     if self._compiling("training"):
@@ -579,9 +655,12 @@ class Trainer:
                         tokens_per_s = window_tokens / elapsed
                         record.update(lr=self.scheduler.get_last_lr()[0], tokens_per_s=tokens_per_s,
                                       mfu=tokens_per_s * flops_per_token / (peak * self.dist.world_size))
+                        if state_unlogged:  # the model's state in memory is settled after the first step
+                            record["state_mb"] = self._state_bytes() / 2**20
+                            state_unlogged = False
                         window.clear()
                         window_tokens, window_t0 = 0, time.perf_counter()
-                    if self._due(cfg.eval_interval) and self.dist.main:
+                    if self._due(cfg.eval_interval) and self.measuring:
                         record.update(self.evaluate())
                         self._run_callbacks("on_evaluate", record)
                         last_val = {"step": self.step, **record}
@@ -589,7 +668,7 @@ class Trainer:
                     if record and self.dist.main:
                         self.run_log.write({"step": self.step, **record})
                         progress.update(self.step, progress_text(record))
-                    if self._due(cfg.checkpoint_every) and self.dist.main:
+                    if self._due(cfg.checkpoint_every) and self.measuring:
                         self.save()
                     stopping = self.dist.any(stop.requested is not None)
                 if stopping:
@@ -598,10 +677,10 @@ class Trainer:
             progress.close()
             if self.run_log is not None:
                 self.run_log.close()
+        if not last_val and self.measuring:  # resumed at the last step: nothing was evaluated in this process
+            last_val = {"step": self.step, **self.evaluate()}
         if not self.dist.main:
             return {"step": self.step, "val_loss": None, "validation": {}, "checkpoint": None}
-        if not last_val:  # resumed at the last step: nothing was evaluated in this process
-            last_val = {"step": self.step, **self.evaluate()}
         final = latest_checkpoint(self.run_dir)
         val_loss = last_val.get("val_loss_lm")
         shown = f"val loss {val_loss:.3f}" if val_loss is not None else "no LM validation"

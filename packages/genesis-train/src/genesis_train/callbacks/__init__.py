@@ -2,7 +2,9 @@
 
 The trainer calls every callback's hooks in order; a hook may return a dict of numbers, which the trainer merges
 into the step's record (one line of metrics.jsonl, one TensorBoard scalar each). Callbacks read the model through
-`trainer.model` (use `inference(trainer)`: eval mode, no gradients, the run's autocast) and never change it.
+`trainer.model` (use `inference(trainer)`: eval mode, no gradients, the run's autocast) and never change it. Under
+--fsdp (`trainer.sharded`) every rank runs the callbacks, the model's forward and `pooled` gather its weights, and a
+parameter is a DTensor holding this rank's shard (`genesis_train.distributed.local_part`).
 
 Hooks (all optional):
 - `on_train_start(trainer)`: once, before the first step (after a resume, too).
@@ -63,3 +65,5 @@ def inference(trainer: Trainer) -> Iterator[torch.nn.Module]:
             yield model
     finally:
         model.train(was_training)
+        if trainer.sharded:  # FSDP keeps the root's gathered weights after a forward, for a backward that never comes
+            model.reshard()

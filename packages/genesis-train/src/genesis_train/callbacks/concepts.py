@@ -28,7 +28,6 @@ import torch
 from sklearn.metrics import silhouette_score
 
 from genesis_data.corpus import Corpus
-from genesis_model.heads import masked_mean
 from genesis_model.tokenizer import GenesisTokenizer
 from genesis_train.callbacks import Callback, Metrics, inference
 from genesis_train.config import ConfigError
@@ -172,7 +171,7 @@ class ConceptClustering(Callback):
                 length = int(self.lengths[batch].max())  # drop the padding columns no row of this batch needs
                 ids = self.input_ids[batch, :length].to(trainer.device)
                 mask = self.word_mask[batch, :length].to(trainer.device)
-                points.append(masked_mean(model.lm.hidden_states(ids), mask).cpu())
+                points.append(model.pooled(ids, mask).cpu())
         return torch.cat(points).numpy()
 
     def score(self, points: np.ndarray) -> tuple[float, float]:

@@ -12,14 +12,16 @@ from typing import TYPE_CHECKING
 import torch
 
 from genesis_train.callbacks import Callback, Metrics
+from genesis_train.distributed import local_part
 
 if TYPE_CHECKING:
     from genesis_train.trainer import Trainer
 
 
-def l2_norm(parameters) -> torch.Tensor:
-    """The L2 norm of several tensors taken together, summed in float32 on their device."""
-    return torch.stack([p.detach().float().pow(2).sum() for p in parameters]).sum().sqrt()
+def squared_norm(parameters) -> torch.Tensor:
+    """The squared L2 norm of several tensors taken together (of this rank's shards of them under --fsdp), summed
+    in float32 on their device."""
+    return torch.stack([local_part(p).detach().float().pow(2).sum() for p in parameters]).sum()
 
 
 class WeightNorms(Callback):
@@ -29,6 +31,9 @@ class WeightNorms(Callback):
         if not record:  # not a log line
             return None
         model = trainer.model
-        blocks = [l2_norm(block.parameters()) for block in model.lm.blocks]
-        norms = torch.stack([l2_norm(model.parameters()), *blocks]).tolist()  # one host sync for all of them
+        squares = torch.stack([squared_norm(model.parameters()),
+                               *(squared_norm(block.parameters()) for block in model.lm.blocks)])
+        if trainer.sharded:
+            trainer.dist.sum(squares)
+        norms = squares.sqrt().tolist()  # one host sync for all of them
         return {"weight_norm": norms[0], **{f"weight_norm_block_{i:02d}": n for i, n in enumerate(norms[1:])}}
