@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nparams: GenesisLM with tied embeddings, vocab {PRESETS['tiny'].vocab_size}; heads +%: what "
           f"MultiTaskModel adds. Training memory: fp32 weights + grads + AdamW (16 B/param, heads included) and "
           f"bf16-autocast activations at batch {args.batch_size} x seq; 'ckpt' = gradient checkpointing. GPU "
-          f"columns: fits as is (yes), only with checkpointing (ckpt), or not (no), leaving 1 GiB for CUDA.")
+          f"columns: fits as is (yes), only with checkpointing (ckpt), or not (no), leaving 1 GiB for CUDA. "
+          f"'no' on one GPU: genesis-train --fsdp over N of them holds w+g+AdamW / N on each (plus the "
+          f"activations).")
     return 0
 
 
