@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
-STATS = ("min", "median", "mean")
+STATS = {"min": min, "median": statistics.median, "mean": statistics.mean}
 # A miss smaller than this is flagged as within run-to-run noise: on the quiet CPU machine two identical code paths
 # (the attention fallback is a direct SDPA call) came out 0.88-1.11x across three runs, mostly within +-5%.
 NOISE = 0.05
@@ -66,21 +67,30 @@ def rate_unit(group: str) -> tuple[str, float, str]:
 
 
 class Run:
-    """One pytest-benchmark JSON file, indexed by (group, impl)."""
+    """One pytest-benchmark JSON file, indexed by (group, impl). A benchmark that timed several implementations
+    round by round in turn (`round_seconds` in its extra_info: {impl: [seconds of each round]}) gives one result per
+    implementation, and the per-round ratios between them."""
 
     def __init__(self, data: dict, stat: str):
         self.machine = data.get("machine_info", {})
         self.commit = data.get("commit_info", {})
         self.datetime = data.get("datetime", "")
         self.results: dict[tuple[str, str], Result] = {}
+        self.round_seconds: dict[tuple[str, str], list[float]] = {}
         for bench in data["benchmarks"]:
             extra = bench.get("extra_info", {})
-            impl = extra.get("impl")
-            if impl is None or bench.get("group") is None:
+            impl, group = extra.get("impl"), bench.get("group")
+            if impl is None or group is None:
                 continue  # not one of this suite's benchmarks
-            if bench["group"] in ("matmul_peak", "bandwidth"):
+            if group in ("matmul_peak", "bandwidth"):
                 impl = "-".join(filter(None, (extra.get("kind"), extra["dtype"])))
-            self.results[bench["group"], impl] = Result(bench["group"], bench["name"], impl, bench["stats"][stat], extra)
+            if "round_seconds" in extra:
+                for each, seconds in extra["round_seconds"].items():
+                    self.round_seconds[group, each] = seconds
+                    self.results[group, each] = Result(group, bench["name"], each, STATS[stat](seconds),
+                                                       {**extra, "impl": each})
+                continue
+            self.results[group, impl] = Result(group, bench["name"], impl, bench["stats"][stat], extra)
 
     def get(self, group: str, impl: str) -> Result | None:
         return self.results.get((group, impl))
@@ -109,6 +119,11 @@ class Run:
         """Speed of `impl` in `group` over `peer` in `peer_group`, both doing the same work (peer time / time)."""
         ours, theirs = self.rate(group, impl), self.rate(peer_group, peer)
         return ours / theirs if ours and theirs else None
+
+    def round_ratios(self, group: str, impl: str, peer: str) -> list[float]:
+        """Speed of `impl` over `peer` in each round they ran in turn (empty when they were not interleaved)."""
+        ours, theirs = self.round_seconds.get((group, impl)), self.round_seconds.get((group, peer))
+        return [t / o for o, t in zip(ours, theirs)] if ours and theirs else []
 
     def fraction_of_peak(self, group: str, impl: str = "genesis") -> float | None:
         """Achieved FLOP/s of a training step over the in-run matmul peak of the dtype its matmuls run in."""
@@ -295,7 +310,9 @@ def comparison_rows(run: Run) -> list[list[str]]:
             for peer in peers:
                 ratio = run.ratio(group, impl, group, peer)
                 if ratio is not None:
-                    comparisons.append(f"{ratio:.2f}x {peer} ({number(run.get(group, peer).rate())})")
+                    rounds = run.round_ratios(group, impl, peer)
+                    spread = f", rounds {min(rounds):.2f}-{max(rounds):.2f}x" if rounds else ""
+                    comparisons.append(f"{ratio:.2f}x {peer} ({number(run.get(group, peer).rate())}{spread})")
             if group.startswith("train_step") and impl == "genesis":
                 for who in ("genesis", "hf", "floor"):
                     fraction = run.fraction_of_peak(group, who)
@@ -356,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", nargs="?", type=Path, help="pytest-benchmark JSON (default: the latest saved run "
                         "of this device)")
-    parser.add_argument("--stat", choices=STATS, default="min", help="round statistic rates are computed from")
+    parser.add_argument("--stat", choices=list(STATS), default="min", help="round statistic rates are computed from")
     args = parser.parse_args(argv)
     path = args.json or latest_saved_run()
     try:

@@ -1,9 +1,13 @@
 """One training step (forward, cross-entropy, backward, AdamW): genesis-model's GenesisLM against HF transformers'
-LlamaForCausalLM of the same width, depth, heads, MLP size, vocabulary and embedding tying, in the same run.
+LlamaForCausalLM of the same width, depth, heads, MLP size, vocabulary and embedding tying, in the same run and
+round by round in turn.
 
 Modes: "eager" fp32, "compiled" fp32 (torch.compile of the model; both sides compile), "bf16" (bf16 autocast).
 Both sides use the same loss and the same optimizer, so the models are what differs. The fp32 groups also time a
 "floor": the step's matrix products and attention alone (see test_train_step_floor)."""
+
+import contextlib
+import os
 
 import pytest
 import torch
@@ -18,6 +22,7 @@ from benchmarks.workloads import (
     MODEL_IMPLS,
     TRAIN_SHAPES,
     build_model,
+    interleaved_rounds,
     logits_of,
     model_config,
     on_device,
@@ -38,11 +43,9 @@ CASES = [
 # On a GPU the product's step (auto's kernel choice) is also timed with each kernel backend forced, in the same run:
 # the per-op benchmarks alone set auto's Hopper preference, and one genesis-train run per path on two H200 leases
 # (128k tokens/s with the Triton kernels, 111k with the torch path) disagreed with them.
-BACKEND_IMPLS = {"genesis-triton": "triton", "genesis-torch": "torch"}
-IMPLS = [*MODEL_IMPLS, *(on_device("cuda", impl, reason="the Triton kernels train on CUDA only")
-                         for impl in BACKEND_IMPLS)]
+BACKEND_IMPLS = {"genesis-triton": "triton", "genesis-torch": "torch"} if DEVICE.type == "cuda" else {}
 # (timed rounds, warmup rounds): a tiny step takes ~0.5 s and a small one ~2 s on the 2-core CPU machine, compiling
-# ~40 s (in the first warmup round). Rates use the fastest round, so more rounds mean less exposure to other load.
+# ~40 s (in the first warmup round).
 ROUNDS = {"tiny": (8, 1), "small": (4, 1), "deep_narrow_40": (5, 2)}
 
 
@@ -54,36 +57,58 @@ def training_step(impl: str, model, optimizer, tokens: torch.Tensor, mode: str):
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     forward = torch.compile(model) if mode == "compiled" else model
     autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=mode == "bf16")
+    backend = BACKEND_IMPLS.get(impl)
 
     def step():
-        with autocast:
-            logits = logits_of(impl, forward, inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-        loss.backward()
+        with kernel_backend(backend):
+            with autocast:
+                logits = logits_of(impl, forward, inputs)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     return step
 
 
-@pytest.mark.parametrize("impl", IMPLS)  # varies fastest: a group's tests run back to back
+@contextlib.contextmanager
+def kernel_backend(backend: str | None):
+    """genesis-kernels' backend forced to `backend` for the calls inside (None: as the environment says)."""
+    if backend is None:
+        yield
+        return
+    saved = os.environ.get(BACKEND_ENV)
+    os.environ[BACKEND_ENV] = backend
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[BACKEND_ENV]
+        else:
+            os.environ[BACKEND_ENV] = saved
+
+
 @pytest.mark.parametrize(("preset", "mode"), CASES)
-def test_train_step(benchmark, monkeypatch, preset, mode, impl):
+def test_train_step(benchmark, preset, mode):
+    """Every implementation's step, round by round in turn (workloads.interleaved_rounds): a ratio compares rounds
+    that ran side by side, and report.py shows the spread of the per-round ratios beside it."""
     shape = TRAIN_SHAPES[preset]
     cfg = model_config(preset)
-    if impl in BACKEND_IMPLS:
-        monkeypatch.setenv(BACKEND_ENV, BACKEND_IMPLS[impl])
-    model = build_model(impl.split("-")[0], cfg).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as genesis-train builds it
     tokens = random_tokens(shape.batch_size, shape.seq_len + 1)
-    benchmark.group = group_name(preset, mode)
-    benchmark.extra_info.update(
-        impl=impl, preset=preset, mode=mode, batch_size=shape.batch_size, seq_len=shape.seq_len,
-        tokens=shape.tokens, flops=train_flops_per_token(cfg, shape.seq_len) * shape.tokens,
-    )
+    steps = {}
+    for impl in [*MODEL_IMPLS, *BACKEND_IMPLS]:
+        model = build_model(impl.split("-")[0], cfg).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as genesis-train builds it
+        steps[impl] = training_step(impl, model, optimizer, tokens, mode)
     rounds, warmup_rounds = ROUNDS[preset]
-    benchmark.pedantic(synchronized(training_step(impl, model, optimizer, tokens, mode)),
-                       rounds=rounds, warmup_rounds=warmup_rounds)
+    benchmark.group = group_name(preset, mode)
+    # The fixture times the whole interleaved measurement once; the rates come from the rounds it records.
+    round_seconds = benchmark.pedantic(interleaved_rounds, args=(steps, rounds, warmup_rounds), rounds=1,
+                                       iterations=1)
+    benchmark.extra_info.update(
+        impl="interleaved", round_seconds=round_seconds, preset=preset, mode=mode, batch_size=shape.batch_size,
+        seq_len=shape.seq_len, tokens=shape.tokens, flops=train_flops_per_token(cfg, shape.seq_len) * shape.tokens,
+    )
 
 
 FLOOR_SKIPS = "on a GPU the CPU shapes measure launch overhead"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import platform
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,24 @@ def synchronized(fn):
         torch.cuda.synchronize()
 
     return run
+
+
+def interleaved_rounds(calls: dict[str, Callable[[], object]], rounds: int,
+                       warmup_rounds: int) -> dict[str, list[float]]:
+    """Seconds of each call in every timed round. A round runs each call once, and the order rotates from round to
+    round, so that a slow phase of a shared machine (other load, clocks) falls on every side alike and the per-round
+    ratios show how far the machine moved. Warmup rounds (compiling, first allocations) are not timed."""
+    names = list(calls)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(warmup_rounds + rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            call = synchronized(calls[name])
+            start = time.perf_counter()
+            call()
+            if index >= warmup_rounds:
+                seconds[name].append(time.perf_counter() - start)
+    return seconds
 
 
 # -- model shapes -------------------------------------------------------------------------------------------------
