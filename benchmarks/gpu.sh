@@ -144,9 +144,9 @@ step training_text 15 bash -c training_text
 step train 45 "$PYTHON" -m genesis_train.cli --text-file "$OUT/train_text.txt" "${TRAIN_OPTS[@]}" \
   --out-dir "$OUT/train" --cache-dir "$OUT/cache" --log-interval 5 --checkpoint-interval 1000 --no-progress
 # Why a compiled token costs what it does, per variant of the step.
-step decode_profile 130 "$PYTHON" benchmarks/decode_profile.py --variants "product,both: torch" --json "$OUT/decode_profile.json"
+step decode_profile 130 "$PYTHON" benchmarks/tuning/decode_profile.py --variants "product,both: torch" --json "$OUT/decode_profile.json"
 # Where an eager token's host time goes (eager decoding ran at 0.86x HF's eager generate on an H200).
-step decode_profile_eager 40 "$PYTHON" benchmarks/decode_profile.py --eager --variants "product,both: torch" \
+step decode_profile_eager 40 "$PYTHON" benchmarks/tuning/decode_profile.py --eager --variants "product,both: torch" \
   --json "$OUT/decode_profile_eager.json"
 
 SLUG="$("$PYTHON" -c 'from benchmarks.workloads import device_name, device_slug; print(device_slug(device_name()))')"

@@ -5,8 +5,8 @@ Implementations, one group per (preset, dtype): `decode_<preset>` (fp32 weights)
 - "genesis": `generate(...)`, eager; "genesis-compiled": `generate(..., compile=True)`, the decode step compiled
   once (on a GPU one CUDA graph, with genesis_kernels' Triton decoding kernels unless the GPU family prefers the
   torch path); the warmup round pays for compiling; "genesis-torch", "genesis-compiled-torch" (GPU only): the
-  same with auto's preference for the decoding ops set to the torch path (decode_variants.py: cuBLAS and SDPA),
-  their peers;
+  same with auto's preference for the decoding ops set to the torch path (tuning/decode_variants.py: cuBLAS and
+  SDPA), their peers;
 - "hf": HF `generate` with its default dynamic cache; "hf-static-compiled" (GPU only): HF `generate` with its
   static cache, which HF compiles itself on a GPU (issue 5's GPU target: genesis-compiled >= 3x this);
 - "floor" (CPU): the same tokens' matrix-vector products alone (test_decode_floor).
@@ -99,11 +99,11 @@ def test_decode(benchmark, preset, dtype, impl):
         impl=impl, preset=preset, dtype=dtype, prompt_tokens=DECODE_PROMPT_TOKENS, tokens=DECODE_NEW_TOKENS,
         bytes_per_token=bytes_per_token, bytes=bytes_per_token * DECODE_NEW_TOKENS,
     )
-    # genesis-torch, genesis-compiled-torch: the step with the torch path for the decoding ops (decode_variants.py),
-    # the product's peer measured on the whole model.
+    # genesis-torch, genesis-compiled-torch: the step with the torch path for the decoding ops
+    # (tuning/decode_variants.py), the product's peer measured on the whole model.
     variant = contextlib.nullcontext()
     if impl.endswith("-torch"):
-        from benchmarks.decode_variants import VARIANTS, patched
+        from benchmarks.tuning.decode_variants import VARIANTS, patched
         variant = patched(**VARIANTS["both: torch"])
     with variant:
         benchmark.pedantic(synchronized(decoder(impl, model, prompt)), rounds=ROUNDS, warmup_rounds=1)

@@ -9,6 +9,7 @@ import torch
 
 from genesis_kernels import (BackendError, available_backends, decode_attention, matvec, residual_norm,
                              residual_norm_matvec, swiglu)
+from genesis_kernels import device as devices
 from genesis_kernels import dispatch
 
 
@@ -40,6 +41,41 @@ def test_auto_follows_the_preference_table(monkeypatch):
     assert dispatch.select_backend("residual_norm", "auto", torch.device("cpu"), lambda: None) == "triton"
 
 
+def test_prefer_sets_autos_choice_for_the_block(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setitem(dispatch.AUTO_PREFERENCE, ("residual_norm", "interpreter"), "torch")
+    with dispatch.prefer({"swiglu": "torch", "residual_norm": "triton"}):
+        assert dispatch.select_backend("swiglu", "auto", cpu, lambda: None) == "torch"
+        assert dispatch.select_backend("residual_norm", "auto", cpu, lambda: None) == "triton"  # over the table
+        assert dispatch.select_backend("matvec", "auto", cpu, lambda: None) == "triton"  # not named: unchanged
+        # Only auto follows it, and a call Triton cannot serve still takes the torch path.
+        assert dispatch.select_backend("swiglu", "triton", cpu, lambda: None) == "triton"
+        assert dispatch.select_backend("residual_norm", "auto", cpu, lambda: "too wide") == "torch"
+        x = torch.randn(3, 8)
+        torch.testing.assert_close(swiglu(x, x), swiglu(x, x, backend="torch"))
+        with dispatch.prefer({"swiglu": "triton"}):  # nested: the inner block wins, then the outer comes back
+            assert dispatch.select_backend("swiglu", "auto", cpu, lambda: None) == "triton"
+        assert dispatch.select_backend("swiglu", "auto", cpu, lambda: None) == "torch"
+    assert dispatch.select_backend("swiglu", "auto", cpu, lambda: None) == "triton"
+    assert dispatch.select_backend("residual_norm", "auto", cpu, lambda: None) == "torch"
+
+    with pytest.raises(RuntimeError, match="inside"):
+        with dispatch.prefer({"swiglu": "torch"}):
+            raise RuntimeError("inside")
+    assert dispatch.select_backend("swiglu", "auto", cpu, lambda: None) == "triton"
+
+
+def test_prefer_refuses_bad_names():
+    with pytest.raises(ValueError, match=r"prefer: op 'attention' is not one of flash_attention, swiglu, "):
+        with dispatch.prefer({"attention": "torch"}):
+            pass
+    with pytest.raises(ValueError, match=r"prefer: backend 'auto' for matvec is not one of triton, torch"):
+        with dispatch.prefer({"swiglu": "torch", "matvec": "auto"}):
+            pass
+    # Nothing was set by a refused block.
+    assert dispatch.select_backend("swiglu", "auto", torch.device("cpu"), lambda: None) == "triton"
+
+
 def test_bad_names_are_clean_errors(monkeypatch):
     with pytest.raises(ValueError, match=r"backend='cuda' is not one of auto, triton, torch"):
         swiglu(torch.randn(2), torch.randn(2), backend="cuda")
@@ -54,13 +90,13 @@ def test_unsupported_devices_are_refused():
 
 def test_gpu_families(monkeypatch):
     for capability, family in [((7, 5), "sm_75"), ((8, 0), "sm_8x"), ((8, 9), "sm_8x"), ((9, 0), "sm_90")]:
-        monkeypatch.setattr(dispatch, "_capability", lambda device, capability=capability: capability)
-        assert dispatch.gpu_family(torch.device("cuda", 0)) == family
-    assert dispatch.gpu_family(torch.device("cpu")) == "interpreter"
+        monkeypatch.setattr(devices, "compute_capability", lambda device, capability=capability: capability)
+        assert devices.gpu_family(torch.device("cuda", 0)) == family
+    assert devices.gpu_family(torch.device("cpu")) == "interpreter"
 
 
 def test_bf16_refused_on_turing(monkeypatch):
-    monkeypatch.setattr(dispatch, "_capability", lambda device: (7, 5))
+    monkeypatch.setattr(devices, "compute_capability", lambda device: (7, 5))
     reason = dispatch._dtype_reason(torch.bfloat16, torch.device("cuda", 0), arithmetic_in_dtype=True)
     assert "sm_75 (Turing) has no bfloat16 tensor cores" in reason
     assert dispatch._dtype_reason(torch.float16, torch.device("cuda", 0), arithmetic_in_dtype=True) is None
@@ -151,7 +187,7 @@ def test_compiling_keeps_auto_on_the_decoding_kernels_on_cuda_only(monkeypatch):
 
     real_device_reason = dispatch._device_reason
     monkeypatch.setattr(dispatch, "_device_reason", lambda device: None)
-    monkeypatch.setattr(dispatch, "_capability", lambda device: (9, 0))
+    monkeypatch.setattr(devices, "compute_capability", lambda device: (9, 0))
     torch.compile(pick, fullgraph=True, backend="eager")(torch.zeros(1))
     assert picked == {("matvec", "cpu"): "torch", ("matvec", "cuda"): "triton",
                       ("decode_attention", "cpu"): "torch", ("decode_attention", "cuda"): "triton",

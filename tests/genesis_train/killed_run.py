@@ -31,8 +31,8 @@ from typing import Any
 MOMENTS = ("save", "replace", "prune", "step")
 # The exit status of a run stopped at each moment: SIGKILL kills it, the others it survives and stops itself.
 SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sigint-eval": signal.SIGINT}
-# Numbers that measure time rather than training: they differ between any two runs.
-TIMING = ("tokens_per_s", "mfu")
+# Numbers of the process rather than of the run: its speed, and what it holds in memory (logged once a process).
+TIMING = ("tokens_per_s", "mfu", "state_mb")
 
 
 def run_options(run_dir: Path, cache_dir: Path) -> list[str]:

@@ -114,14 +114,14 @@ def test_a_damaged_train_state_is_named_and_the_previous_checkpoint_offered(fini
 
 def poison(trainer, at_steps):
     """Makes the training loss NaN at the given steps (the trainer's step counter before the step)."""
-    forward = trainer.train_forward
+    forward = trainer.train_model
 
     def poisoned(batch):
         out = forward(batch)
         if trainer.step in at_steps:
             out = {**out, "loss": out["loss"] * float("nan")}
         return out
-    trainer.train_forward = poisoned
+    trainer.train_model = poisoned
 
 
 def snapshot(trainer):

@@ -10,8 +10,9 @@ Each batch holds one task, drawn by ``weights``:
 * ``paraphrase``: the same verse in two translations, in two languages whenever the verse exists in more
   than one; each "<bos> text <eos>".
 
-Pair and triplet tasks are padded on the right with the pad id to their longest sequence (never more than
-``block_size``); masks are True on real tokens. Everything is precomputed as index arrays over the
+A batch is a dict: ``task`` (its name) and, by task, the tensors ``BATCH_SEQUENCES`` below names (the one
+statement of what the model's forward receives). Pair and triplet tasks are padded on the right with the pad id to
+their longest sequence (never more than ``block_size``); masks are True on real tokens. Everything is precomputed as index arrays over the
 tokenized corpus, so a batch is a few numpy gathers. Only verses outside the validation chapters are ever
 sampled for training. ``validation_batches`` gives batches of any task built the same way from the held-out
 chapters, and ``parallel_verses`` the same held-out verses in two translations.
@@ -48,6 +49,22 @@ log = logging.getLogger(__name__)
 
 TASKS = ("lm", "coherence", "xref", "paraphrase")
 DEFAULT_WEIGHTS = {"lm": 0.70, "coherence": 0.15, "xref": 0.075, "paraphrase": 0.075}
+# Each task's sequences in a batch: (the key of its token ids, the key of the mask of its real tokens, or None when
+# every token is real). lm and coherence batches also hold "labels" (next tokens; 1 when verse b follows verse a).
+BATCH_SEQUENCES = {
+    "lm": [("input_ids", None)],
+    "coherence": [("input_ids", "attention_mask")],
+    "xref": [("anchor_ids", "anchor_mask"), ("positive_ids", "positive_mask"), ("negative_ids", "negative_mask")],
+    "paraphrase": [("a_ids", "a_mask"), ("b_ids", "b_mask")],
+}
+
+
+def batch_tokens(batch: dict) -> int:
+    """Tokens a model reads in a batch: every real token of every sequence in it."""
+    total = 0
+    for ids, mask in BATCH_SEQUENCES[batch["task"]]:
+        total += batch[ids].numel() if mask is None else int(batch[mask].sum())
+    return total
 MAX_XREF_VERSES = 8  # a cross-referenced range is cut to its first verses
 # Validation batches of each task come from a Generator with its own fixed seed, apart from the training stream.
 VALIDATION_SEEDS = {"coherence": 1, "xref": 2, "paraphrase": 3}

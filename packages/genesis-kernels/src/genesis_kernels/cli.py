@@ -12,8 +12,9 @@ from typing import Callable, Iterator
 import torch
 
 from . import fallback
-from .dispatch import (BackendError, available_backends, decode_attention, flash_attention, gpu_family, matvec,
-                       residual_norm, residual_norm_matvec, swiglu, unavailable_backends)
+from .device import gpu_family
+from .dispatch import (BackendError, available_backends, decode_attention, flash_attention, matvec, residual_norm,
+                       residual_norm_matvec, swiglu, unavailable_backends)
 from .memory import peak_memory
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -12,21 +12,28 @@ and the torch path otherwise. While ``torch.compile`` traces, ``auto`` takes the
 not for the decoding ops on CUDA (:data:`COMPILABLE_OPS`): those kernels are ``torch.library.triton_op``s, which
 Inductor keeps in its graph and a CUDA graph replays. Forcing ``triton`` where it cannot serve the call raises
 :class:`BackendError`.
+
+:func:`prefer` sets ``auto``'s choice for some ops for the length of a ``with`` block, in place of
+:data:`AUTO_PREFERENCE` (to measure one op on the other path, say): ``with prefer({"matvec": "torch"}): ...``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from typing import Callable
+from typing import Callable, Iterator, Mapping
 
 import torch
 
 from . import fallback
+from .device import compute_capability, gpu_family
 
 BACKEND_ENV = "GENESIS_KERNELS_BACKEND"
 BACKENDS = ("triton", "torch")
 _REQUESTS = ("auto",) + BACKENDS
+# The ops this module routes, by the names select_backend, AUTO_PREFERENCE and prefer() know them by.
+OPS = ("flash_attention", "swiglu", "residual_norm", "matvec", "residual_norm_matvec", "decode_attention")
 
 # The Triton kernels keep a whole row (residual_norm) in registers: wider rows go to the fallback.
 MAX_NORM_WIDTH = 16384
@@ -54,33 +61,12 @@ AUTO_PREFERENCE = {
 COMPILABLE_OPS = ("matvec", "residual_norm_matvec", "decode_attention")
 COMPILABLE_DEVICE_TYPES = ("cuda",)
 
+# prefer()'s choices by op, consulted before AUTO_PREFERENCE; empty outside a prefer() block.
+_PREFERRED: dict[str, str] = {}
+
 
 class BackendError(RuntimeError):
     """A backend was forced that cannot serve the call."""
-
-
-def gpu_family(device: torch.device) -> str:
-    """The launch-config family of ``device``: "sm_75", "sm_8x", "sm_90" (Hopper and newer), or
-    "interpreter" for CPU tensors run by the Triton interpreter."""
-    if device.type != "cuda":
-        return "interpreter"
-    major, _ = _capability(device)
-    if major >= 9:
-        return "sm_90"
-    return "sm_8x" if major == 8 else "sm_75"
-
-
-# The device checks below are also asked while torch.compile traces (the decoding ops dispatch inside a compiled
-# step): assume_constant_result has them run once at trace time, their answer a constant of the graph, rather than
-# traced through their caches and imports.
-@torch.compiler.assume_constant_result
-def _capability(device: torch.device) -> tuple[int, int]:
-    return _capability_of_index(device.index if device.index is not None else torch.cuda.current_device())
-
-
-@functools.cache
-def _capability_of_index(index: int) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(index)
 
 
 @functools.cache
@@ -96,6 +82,8 @@ def _triton_state() -> tuple[str | None, bool]:
     return None, isinstance(swiglu_forward_kernel, InterpretedFunction)
 
 
+# Asked while torch.compile traces too (the decoding ops dispatch inside a compiled step): answered once at trace
+# time, a constant of the graph (as genesis_kernels.device's checks are).
 @torch.compiler.assume_constant_result
 def _device_reason(device: torch.device) -> str | None:
     """Why the Triton backend cannot run on ``device``, or None."""
@@ -110,7 +98,7 @@ def _device_reason(device: torch.device) -> str | None:
     if device.type == "cuda":
         if interpreted:
             return "TRITON_INTERPRET=1 built the kernels for the interpreter: unset it to run them on CUDA"
-        major, minor = _capability(device)
+        major, minor = compute_capability(device)
         if (major, minor) < (7, 5):
             return f"the Triton kernels need compute capability 7.5 or newer, this GPU is sm_{major}{minor}"
         return None
@@ -155,6 +143,35 @@ def _requested_backend(backend: str | None) -> str:
     return backend
 
 
+@contextlib.contextmanager
+def prefer(op_backends: Mapping[str, str]) -> Iterator[None]:
+    """Within the block, ``auto`` picks ``op_backends[op]`` ("triton" or "torch") for each op named, on every
+    device, in place of :data:`AUTO_PREFERENCE`; the earlier choices come back when the block ends, however it ends.
+    Blocks nest (the inner one wins for the ops it names).
+
+    Only ``auto`` follows it: a ``backend=`` argument or ``GENESIS_KERNELS_BACKEND`` still wins, a call Triton cannot
+    serve still takes the torch path, and while ``torch.compile`` traces the training ops still take the torch path.
+    The setting is the process's, not the thread's. Code compiled before the block may keep the choice it was traced
+    with: ``torch._dynamo.reset()`` inside the block traces it afresh.
+
+    Raises ValueError, changing nothing, if an op is not one of :data:`OPS` or a backend not one of
+    :data:`BACKENDS`.
+    """
+    for op, backend in op_backends.items():
+        if op not in OPS:
+            raise ValueError(f"prefer: op {op!r} is not one of {', '.join(OPS)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"prefer: backend {backend!r} for {op} is not one of {', '.join(BACKENDS)} "
+                             "(auto's choice is what prefer sets)")
+    saved = dict(_PREFERRED)
+    _PREFERRED.update(op_backends)
+    try:
+        yield
+    finally:
+        _PREFERRED.clear()
+        _PREFERRED.update(saved)
+
+
 def select_backend(op: str, backend: str | None, device: torch.device,
                    case_reason: Callable[[], str | None]) -> str:
     """The backend that runs ``op``; ``case_reason`` says why Triton cannot serve this particular call."""
@@ -171,6 +188,8 @@ def select_backend(op: str, backend: str | None, device: torch.device,
         return "triton"
     if reason is not None:
         return "torch"
+    if op in _PREFERRED:
+        return _PREFERRED[op]
     return AUTO_PREFERENCE.get((op, gpu_family(device)), "triton")
 
 

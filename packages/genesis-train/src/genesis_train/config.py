@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genesis_data.corpus import default_cache_dir
+from genesis_data.sampler import DEFAULT_WEIGHTS
 from genesis_train.callbacks.grokking import GrokkingRule
 
 
@@ -60,10 +62,11 @@ class TrainConfig:
     vocab_size: int = _opt(8192, "BPE vocabulary size (ignored by the char tokenizer)")
     cache_dir: str | None = _opt(None, "where tokenizers and token arrays are cached "
                                  "(default: $GENESIS_CACHE_DIR, else ~/.cache/genesis)")
-    task_lm: float = _opt(0.70, "sampling weight of the language-model task")
-    task_coherence: float = _opt(0.15, "sampling weight of the verse-coherence task")
-    task_xref: float = _opt(0.075, "sampling weight of the cross-reference triplet task")
-    task_paraphrase: float = _opt(0.075, "sampling weight of the cross-translation paraphrase task")
+    task_lm: float = _opt(DEFAULT_WEIGHTS["lm"], "sampling weight of the language-model task")
+    task_coherence: float = _opt(DEFAULT_WEIGHTS["coherence"], "sampling weight of the verse-coherence task")
+    task_xref: float = _opt(DEFAULT_WEIGHTS["xref"], "sampling weight of the cross-reference triplet task")
+    task_paraphrase: float = _opt(DEFAULT_WEIGHTS["paraphrase"],
+                                  "sampling weight of the cross-translation paraphrase task")
     # optimisation
     steps: int = _opt(1000, "optimizer steps to train for")
     batch_size: int = _opt(8, "sequences per micro-batch")
@@ -142,7 +145,7 @@ class TrainConfig:
 
     @property
     def cache_path(self) -> Path:
-        return Path(self.cache_dir or os.environ.get("GENESIS_CACHE_DIR") or Path.home() / ".cache" / "genesis")
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
 
     @property
     def checkpoint_every(self) -> int:

@@ -23,7 +23,7 @@ import torch
 from genesis_data.algorithmic import ModularArithmetic
 from genesis_data.corpus import Corpus
 from genesis_data.progress import running, show_progress, track
-from genesis_data.sampler import MultiTaskSampler
+from genesis_data.sampler import MultiTaskSampler, batch_tokens
 from genesis_data.tokenizer import load_or_train_tokenizer
 from genesis_model import PRESETS, CheckpointError, GenesisTokenizer, ModelConfig, MultiTaskModel
 from genesis_model.config import train_flops_per_token
@@ -101,14 +101,6 @@ def split_rows(batch: Batch, rows: int) -> list[Batch]:
     return [{k: v[i:i + rows] if torch.is_tensor(v) else v for k, v in batch.items()} for i in range(0, size, rows)]
 
 
-def count_tokens(batch: Batch) -> int:
-    """Tokens the model reads in a batch: every real token of every sequence in it."""
-    masks = [v for k, v in batch.items() if k.endswith("mask")]
-    if masks:
-        return int(sum(int(m.sum()) for m in masks))
-    return batch["input_ids"].numel()
-
-
 def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -148,23 +140,8 @@ class Trainer:
         # state, so that a resumed run logs the same means as an uninterrupted one when --log-interval does not
         # divide --checkpoint-interval.
         self.log_window: dict[str, list[float]] = {}
-        if resume_from is not None:
-            try:
-                self.model, state = load_checkpoint(resume_from)
-            except CheckpointError as e:
-                intact = intact_before(self.run_dir, resume_from)
-                offer = f"; {intact.name} is intact: move {resume_from} aside to resume from it" if intact else ""
-                raise ConfigError(f"--resume: {e}{offer}") from e
-            # Gradient checkpointing is a runtime choice that may change between a run and its resumption.
-            self.model.config.gradient_checkpointing = cfg.gradient_checkpointing
-            if self.model.config != self.model_config:
-                raise ConfigError(f"--resume: {resume_from} holds a model of another shape or configuration than "
-                                  f"--mode {cfg.mode}; use another --out-dir or the same options")
-            self._check_resumed_world(resume_from, state)
-            if (state["optimizer"] == SHARDED_OPTIMIZER) != self.sharded:
-                trained = "without" if self.sharded else "with"
-                raise ConfigError(f"--resume: {resume_from} was trained {trained} --fsdp; resume it {trained} --fsdp")
-        else:
+        state = self._load_model(resume_from) if resume_from is not None else None
+        if state is None:
             self.model = MultiTaskModel(self.model_config)
         self.model.to(self.device)
         if self.sharded:
@@ -174,41 +151,20 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.grokfast = GrokfastEMA(self.model.named_parameters(), cfg.grokfast_alpha, cfg.grokfast_lamb) \
             if cfg.grokfast else None
-        if resume_from is not None:
-            if self.sharded:
-                load_sharded_optimizer(self.model, self.optimizer, resume_from / SHARDED_OPTIMIZER)
-            else:
-                self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
-            self.sampler.load_state_dict(state["sampler"])
-            if self.grokfast is not None and "grokfast" in state:  # switched on only now: the EMA starts fresh
-                self.grokfast.load_state_dict(state["grokfast"])
-            set_rng_state(state["rng"])
-            self.step = self.saved_step = state["step"]
-            self.skipped_in_a_row = state.get("skipped_in_a_row", 0)
-            for name, window in state.get("log_window", {}).items():
-                # [sum, count]; runs saved before this format hold the values themselves, as a tensor
-                self.log_window[name] = [float(window.sum()), window.numel()] if torch.is_tensor(window) \
-                    else [float(window[0]), window[1]]
-            self.log(f"resumed from {resume_from} at step {self.step}")
         self.val_batches, self.val_units, self.eval_batches = {}, {}, None
         if self.measuring:
-            self._setup_validation(state.get("eval_batches") if resume_from is not None else None)
-        # Evaluation and the measures run the plain model; training runs it under DDP when there are several ranks
-        # (a sharded model does its gradient reduction itself).
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
-        self.train_forward = self.forward
+            self._setup_validation(state.get("eval_batches") if state is not None else None)
+        # Evaluation and the measures call the model (compiled under --compile); training calls it under DDP when
+        # there are several ranks (a sharded model reduces its gradients itself).
+        self.eval_model = torch.compile(self.model) if cfg.compile else self.model
+        self.train_model = self.eval_model
         if self.dist.enabled and not self.sharded:
             ddp = self.dist.wrap(self.model, self.device)
-            self.train_forward = torch.compile(ddp) if cfg.compile else ddp
+            self.train_model = torch.compile(ddp) if cfg.compile else ddp
         self._compiled: set[str] = set()
         self.callbacks = self._build_callbacks(cfg) if self.measuring else []
-        if resume_from is not None:
-            saved = state.get("callbacks", {})
-            for callback in self.callbacks:
-                if callback.name in saved:  # a measure switched on only now starts fresh
-                    callback.load_state_dict(saved[callback.name])
+        if state is not None:
+            self._resume(resume_from, state)
         if cfg.tensorboard == "on" and not tensorboard_available():
             raise ConfigError("--tensorboard on: the tensorboard package is not installed "
                               "(pip install 'genesis-train[tensorboard]', or --tensorboard off)")
@@ -217,6 +173,26 @@ class Trainer:
             self._clear_run_dir()
             self.run_log = RunLog(self.run_dir, tensorboard=cfg.tensorboard != "off" and tensorboard_available(),
                                   resume_step=self.step if resume_from else None)
+
+    def _load_model(self, checkpoint: Path) -> dict[str, Any]:
+        """Sets the model a checkpoint holds and returns its train state, after checking that this run may continue
+        it (the same model, a compatible number of processes, the same --fsdp)."""
+        try:
+            self.model, state = load_checkpoint(checkpoint)
+        except CheckpointError as e:
+            intact = intact_before(self.run_dir, checkpoint)
+            offer = f"; {intact.name} is intact: move {checkpoint} aside to resume from it" if intact else ""
+            raise ConfigError(f"--resume: {e}{offer}") from e
+        # Gradient checkpointing is a runtime choice that may change between a run and its resumption.
+        self.model.config.gradient_checkpointing = self.cfg.gradient_checkpointing
+        if self.model.config != self.model_config:
+            raise ConfigError(f"--resume: {checkpoint} holds a model of another shape or configuration than "
+                              f"--mode {self.cfg.mode}; use another --out-dir or the same options")
+        self._check_resumed_world(checkpoint, state)
+        if (state["optimizer"] == SHARDED_OPTIMIZER) != self.sharded:
+            trained = "without" if self.sharded else "with"
+            raise ConfigError(f"--resume: {checkpoint} was trained {trained} --fsdp; resume it {trained} --fsdp")
+        return state
 
     def _check_fsdp(self, cfg: TrainConfig) -> None:
         if not self.dist.enabled:
@@ -390,11 +366,11 @@ class Trainer:
         with inference(self):
             if self._compiling("evaluation"):  # compile on one batch first, with a progress of its own
                 with running("--compile: compiling the model for evaluation"):
-                    self.forward(next(iter(self.val_batches.values()))[0])
+                    self.eval_model(next(iter(self.val_batches.values()))[0])
             for task, batches in self.val_batches.items():
                 shown = track(batches, f"evaluating {task} at step {self.step}",
                               unit=self.val_units.get(task, "batches"))
-                outputs = [self.forward(b) for b in shown]
+                outputs = [self.eval_model(b) for b in shown]
                 # LM batches weigh by their labelled tokens (a last, shorter batch counts for what it holds), the
                 # other tasks' batches alike.
                 weights = torch.stack([o.get("tokens", o["loss"].new_ones(())) for o in outputs]).float()
@@ -414,11 +390,11 @@ class Trainer:
         tokens = 0
         for micro_batch in range(self.cfg.grad_accum):
             batch = self.dist.keep(lambda: next(self.sampler))
-            tokens += count_tokens(batch)
+            tokens += batch_tokens(batch)
             # Gradients are averaged across ranks in the backward of the step's last micro-batch only.
             with self._gradient_sync(micro_batch == self.cfg.grad_accum - 1):
                 with self.autocast():
-                    out = self.train_forward(to_device(batch, self.device))
+                    out = self.train_model(to_device(batch, self.device))
                 self.scaler.scale(out["loss"] / self.cfg.grad_accum).backward()
             for kind in ("loss", "accuracy"):
                 outputs[f"{kind}_{batch['task']}"].append(out[kind].detach())
@@ -465,7 +441,7 @@ class Trainer:
         if self.sharded:
             self.model.set_requires_gradient_sync(last)
         elif self.dist.enabled and not last:
-            return self.train_forward.no_sync()
+            return self.train_model.no_sync()
         return contextlib.nullcontext()
 
     def _step_numbers(self, outputs: dict[str, list[torch.Tensor]], tokens: int,
@@ -556,6 +532,30 @@ class Trainer:
             self.saved_step = self.step
         return checkpoint_root(self.run_dir) / name
 
+    def _resume(self, checkpoint: Path, state: dict[str, Any]) -> None:
+        """Puts back every part of the train state that `save` wrote (the model is already loaded)."""
+        if self.sharded:
+            load_sharded_optimizer(self.model, self.optimizer, checkpoint / SHARDED_OPTIMIZER)
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        if self.grokfast is not None and "grokfast" in state:  # switched on only now: the EMA starts fresh
+            self.grokfast.load_state_dict(state["grokfast"])
+        saved = state.get("callbacks", {})
+        for callback in self.callbacks:
+            if callback.name in saved:  # a measure switched on only now starts fresh
+                callback.load_state_dict(saved[callback.name])
+        self.step = self.saved_step = state["step"]
+        self.skipped_in_a_row = state.get("skipped_in_a_row", 0)
+        for name, window in state.get("log_window", {}).items():
+            # [sum, count]; runs saved before this format hold the values themselves, as a tensor
+            self.log_window[name] = [float(window.sum()), window.numel()] if torch.is_tensor(window) \
+                else [float(window[0]), window[1]]
+        set_rng_state(state["rng"])  # last: nothing set up after it draws from the generators
+        self.log(f"resumed from {checkpoint} at step {self.step}")
+
     def _stop_on_signal(self, stop: StopSignals) -> NoReturn:
         """After a stop was requested: a checkpoint of the step just finished (unless it has one), then Interrupted.
         Stopped before the first step, the run leaves nothing behind, so the same command starts it again."""
@@ -611,7 +611,7 @@ class Trainer:
         seconds = step_seconds_at_peak(flops_per_token, tokens_per_step, peak)
         if seconds > 10:  # a large preset on a small device: say so before the silence of the first step
             # An evaluation is forward passes only: a third of a training step's FLOPs a token.
-            eval_tokens = sum(count_tokens(b) for task_batches in self.val_batches.values() for b in task_batches)
+            eval_tokens = sum(batch_tokens(b) for task_batches in self.val_batches.values() for b in task_batches)
             evaluation = step_seconds_at_peak(flops_per_token / 3, eval_tokens, peak)
             self.log(f"a step ({tokens_per_step:,} tokens) takes at least {seconds:,.0f} s on this {self.device.type} "
                      f"at its measured peak, an evaluation ({eval_tokens:,} tokens) at least {evaluation:,.0f} s; "

@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..dispatch import gpu_family
+from ..device import gpu_family
 
 LOG2_E = 1.4426950408889634
 

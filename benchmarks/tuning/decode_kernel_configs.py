@@ -5,7 +5,7 @@ beside cuBLAS (F.linear) in the same graph form; the attention step (`BLOCK_SLOT
 the 256-slot cache the benchmark's generation uses. A diagnostic for issue 5's GPU target: it says which configs to
 ship.
 
-    python benchmarks/decode_kernel_configs.py [--preset deep_narrow_40] [--calls 40] [--json FILE]
+    python benchmarks/tuning/decode_kernel_configs.py [--preset deep_narrow_40] [--calls 40] [--json FILE]
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from genesis_kernels.kernels import decode_attention as attention_module
+from genesis_kernels.kernels import matvec as matvec_module
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from genesis_kernels.kernels import decode_attention as attention_module  # noqa: E402
-from genesis_kernels.kernels import matvec as matvec_module  # noqa: E402
-
+# Run as a script: the repository root on sys.path for `import benchmarks`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.workloads import model_config  # noqa: E402
 
 TILES = (4096, 8192, 16384)

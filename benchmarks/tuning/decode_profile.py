@@ -10,14 +10,14 @@ the wall time per token means the host or launch gaps bound it), every kernel's 
 tokens its greedy output agrees with the product's eager `generate` (bf16 rounding that differs between
 formulations can flip a near-tie of an untrained model's logits, so this is reported, not asserted).
 
-Variants: `benchmarks/decode_variants.py` (the product first, then the formulations it patches in).
+Variants: `benchmarks/tuning/decode_variants.py` (the product first, then the formulations it selects).
 
 `--eager` profiles `generate(...)` without compiling instead, and adds the host's side: the ops that took the most
 host time per token (self time, by name) and the host time of all ops per token. Eager batch-1 decoding is bound by
 the host, on a GPU (deep_narrow_40 at 0.86x HF's eager `generate` on an H200) as on a CPU.
 
-    python benchmarks/decode_profile.py [--preset deep_narrow_40] [--layers 8] [--dtype bfloat16] [--eager]
-                                        [--json FILE]
+    python benchmarks/tuning/decode_profile.py [--preset deep_narrow_40] [--layers 8] [--dtype bfloat16] [--eager]
+                                               [--json FILE]
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ import torch
 from genesis_model import GenesisLM, generate
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.decode_variants import CUDA_ONLY_VARIANTS, VARIANTS, patched  # noqa: E402
+# Run as a script: the repository root on sys.path for `import benchmarks`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.tuning.decode_variants import CUDA_ONLY_VARIANTS, VARIANTS, patched  # noqa: E402
 from benchmarks.workloads import (  # noqa: E402
     DECODE_NEW_TOKENS, DECODE_PROMPT_TOKENS, DEVICE, model_config, random_tokens)
 
