@@ -6,15 +6,34 @@ import torch
 from genesis_kernels import cli
 
 
+def table_rows(text: str) -> list[dict[str, str]]:
+    """The rows of a fixed-width table (a header line, then a line of dashes under each column), each a dict keyed
+    by the header's names; other lines before and after are ignored."""
+    lines = text.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.startswith("---"))
+    spans, start = [], 0
+    for dashes in lines[rule].split("  "):
+        spans.append((start, start + len(dashes)))
+        start += len(dashes) + 2
+    names = [lines[rule - 1][a:b].strip() for a, b in spans]
+    rows = []
+    for line in lines[rule + 1:]:
+        if not line.strip() or line.startswith(" ") or len(line) < spans[-1][0]:
+            break
+        rows.append({name: line[a:b].strip() if (a, b) != spans[-1] else line[a:].strip()
+                     for name, (a, b) in zip(names, spans)})
+    return rows
+
+
 def test_verify_runs_every_backend_and_passes(capsys):
     assert cli.main(["verify", "--device", "cpu", "--dtypes", "fp32"]) == 0
     out = capsys.readouterr().out
     assert "backends: triton, torch" in out
     ops = ("flash_attention", "swiglu", "residual_norm", "matvec", "residual_norm_matvec", "decode_attention")
-    table = [line.split() for line in out.splitlines() if line.startswith(ops)]
-    assert {row[0] for row in table} == set(ops)
-    assert {"triton", "torch"} <= {word for row in table for word in row}
-    assert all(row[-1] == "pass" for row in table)
+    table = table_rows(out)
+    assert {row["op"] for row in table} == set(ops)
+    assert {row["backend"] for row in table} == {"triton", "torch"}
+    assert all(row["result"] == "pass" for row in table)
     assert f"{len(table)} passed, 0 failed, 0 skipped" in out
 
 
@@ -22,9 +41,9 @@ def test_verify_checks_the_autocast_dtype_mix(monkeypatch, capsys):
     monkeypatch.setattr(cli, "ATTENTION_CASES", [])
     monkeypatch.setattr(cli, "SWIGLU_SHAPES", [])
     assert cli.main(["verify", "--device", "cpu", "--dtypes", "fp16"]) == 0
-    mixed = [line.split() for line in capsys.readouterr().out.splitlines() if "x,w:fp32" in line]
+    mixed = [row for row in table_rows(capsys.readouterr().out) if "x,w:fp32" in row["case"]]
     assert len(mixed) == 2 * len(cli.NORM_SHAPES)  # each backend, each shape
-    dtype_backend_result = {(row[-6], row[-5], row[-1]) for row in mixed}  # ... dtype backend fwd grad seconds result
+    dtype_backend_result = {(row["dtype"], row["backend"], row["result"]) for row in mixed}
     assert dtype_backend_result == {("float16", "triton", "pass"), ("float16", "torch", "pass")}
 
 
@@ -60,12 +79,12 @@ def test_bench_on_cpu_times_only_non_interpreter_backends(capsys):
                      "--head-dim", "16", "--reps", "1", "--swiglu-width", "16", "--norm-width", "16"]) == 0
     out = capsys.readouterr().out
     assert "only the non-interpreter backends are timed" in out
-    rows = [line.split() for line in out.splitlines() if line.startswith(("attention", "swiglu", "residual"))]
-    providers = {(row[0], row[2]) for row in rows}
+    rows = table_rows(out)
+    providers = {(row["op"], row["provider"]) for row in rows}
     assert providers == {("attention", "sdpa"), ("attention", "naive"), ("swiglu", "torch"),
                          ("residual_norm", "torch")}
-    assert {int(row[1]) for row in rows if row[0] == "attention"} == {32, 64}
-    assert all("TFLOP/s" in row or "GB/s" in row for row in rows)
+    assert {int(row["seq/rows"]) for row in rows if row["op"] == "attention"} == {32, 64}
+    assert all(row["throughput"].endswith("TFLOP/s" if row["op"] == "attention" else "GB/s") for row in rows)
 
 
 def test_verify_says_which_backends_it_did_not_check(monkeypatch, capsys):

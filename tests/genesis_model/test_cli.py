@@ -11,14 +11,28 @@ REPO = Path(__file__).parents[2]
 READMES = [REPO / "packages" / "genesis-model" / "README.md", REPO / "README.md"]
 
 
+def markdown_rows(text: str) -> dict[str, dict[str, str]]:
+    """A Markdown table's rows by their first cell, each a dict keyed by the header's names."""
+    lines = [line.strip().strip("|").split("|") for line in text.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0]]
+    return {cells[0].strip(): dict(zip(header, (c.strip() for c in cells))) for cells in lines[2:]}
+
+
 def test_presets_lists_every_preset_with_its_real_parameter_count(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:len(PRESETS) + 1]}
-    assert rows.keys() == PRESETS.keys()
-    assert rows["tiny"][:7] == ["tiny", "6", "256", "4", "4", "688", "6.8M"]
-    assert rows["deep_narrow_32"][6] == f"{PRESETS['deep_narrow_32'].num_parameters() / 1e6:.1f}M" == "162.9M"
+    assert [line.split()[0] for line in out.splitlines()[1:len(PRESETS) + 1]] == list(PRESETS)
     assert "batch 8" in out
+    assert main(["presets", "--markdown"]) == 0
+    rows = markdown_rows(capsys.readouterr().out)
+    assert rows.keys() == PRESETS.keys()
+    tiny = rows["tiny"]
+    assert [tiny[name] for name in ("layers", "width", "heads", "kv", "mlp", "params")] == \
+        ["6", "256", "4", "4", "688", "6.8M"]
+    # deep_narrow_32 by hand: 8192 x 640 tied embedding; 32 layers of q, k, v, o (4 x 640^2), gate/up/down
+    # (3 x 640 x 1712) and two norms (DeepNorm's post-norm blocks: no final norm).
+    params = 8192 * 640 + 32 * (4 * 640 * 640 + 3 * 640 * 1712 + 2 * 640)
+    assert rows["deep_narrow_32"]["params"] == f"{params / 1e6:.1f}M" == "162.9M"
 
 
 @pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(REPO)))

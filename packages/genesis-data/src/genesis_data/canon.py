@@ -137,9 +137,6 @@ BOOKS: tuple[Book, ...] = (
     Book("4Bar", "4BA", "IV Baruch", ("Paralipomena of Jeremiah",)),
 )
 
-OT_BOOKS = BOOKS[:39]
-NT_BOOKS = BOOKS[39:66]
-
 _ROMAN_PREFIX = re.compile(r"^(iv|iii|ii|i)\s+")
 _ROMAN_VALUE = {"i": "1", "ii": "2", "iii": "3", "iv": "4"}
 
