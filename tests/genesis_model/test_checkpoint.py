@@ -31,10 +31,10 @@ def test_round_trip_restores_the_saved_class(tmp_path, make_config, tokenizer_fi
     torch.testing.assert_close(loaded_lm(ids), lm(ids), rtol=0, atol=0)
 
 
-def test_genesis_lm_from_pretrained_takes_the_lm_out_of_a_multitask_checkpoint(tmp_path, make_config):
+def test_load_pretrained_of_a_multitask_checkpoint_holds_the_saved_lm(tmp_path, make_config):
     model = MultiTaskModel(make_config())
     save_pretrained(model, tmp_path)
-    assert_same_model(GenesisLM.from_pretrained(tmp_path), model.lm)
+    assert_same_model(load_pretrained(tmp_path).lm, model.lm)
 
 
 def test_tied_embedding_is_stored_once(tmp_path, make_config):

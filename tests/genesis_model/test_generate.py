@@ -39,9 +39,10 @@ def test_prefill_in_chunks_equals_one_prefill(make_config):
     model = GenesisLM(make_config(n_kv_heads=2)).eval()
     ids = torch.randint(0, 97, (2, 12))
     with torch.no_grad():
-        whole = model.hidden_states(ids, KVCache(model.config, 2, 16))
+        whole = model.decode_hidden_states(ids, KVCache(model.config, 2, 16))
         cache = KVCache(model.config, 2, 16)
-        chunks = torch.cat([model.hidden_states(ids[:, :5], cache), model.hidden_states(ids[:, 5:], cache)], dim=1)
+        chunks = torch.cat([model.decode_hidden_states(ids[:, :5], cache),
+                            model.decode_hidden_states(ids[:, 5:], cache)], dim=1)
     torch.testing.assert_close(chunks, whole)
     torch.testing.assert_close(whole, model.hidden_states(ids))
 
@@ -107,8 +108,9 @@ def test_bf16_weights_decode_like_bf16_recomputation(make_config):
     full = torch.tensor([prompt + tokens])
     with torch.no_grad():
         cache = KVCache(model.config, 1, full.shape[1], dtype=torch.bfloat16)
-        stepwise = torch.cat([model.hidden_states(full[:, :4], cache)] +
-                             [model.hidden_states(full[:, i:i + 1], cache) for i in range(4, full.shape[1])], dim=1)
+        stepwise = torch.cat([model.decode_hidden_states(full[:, :4], cache)] +
+                             [model.decode_hidden_states(full[:, i:i + 1], cache)
+                              for i in range(4, full.shape[1])], dim=1)
     assert model.embed.weight.dtype == torch.bfloat16 and len(tokens) == 8
     torch.testing.assert_close(stepwise.float(), model.hidden_states(full).float(), atol=0.05, rtol=0.05)
 

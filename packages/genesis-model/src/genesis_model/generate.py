@@ -48,7 +48,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
 def _decode_step(lm: GenesisLM, input_ids: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor]:
     """Run (B, T) new tokens through the model and the cache: the last position's logits (B, V) and their argmax
     (B,), the greedy choice, taken here so that a compiled step includes it."""
-    logits = lm.logits(lm.hidden_states(input_ids, cache)[:, -1])
+    logits = lm.decode_step(input_ids, cache)
     return logits, logits.argmax(-1)
 
 

@@ -1,10 +1,14 @@
 """GenesisLM: a Llama-style decoder (RoPE, SwiGLU, RMSNorm) with DeepNorm residuals, read top to bottom.
 
 Shapes: B batch, T tokens, H query heads, K key/value heads, D head size, d width, V vocabulary.
-Training runs attention through `genesis_kernels.flash_attention` (causal, no mask: batches are right-padded, so
-real tokens never see padding). Incremental decoding writes into a pre-allocated, static-shape `KVCache` and
-attends over it through `genesis_kernels.decode_attention` (which also applies RoPE and writes the cache: one kernel
-a layer when decoding one token a row).
+Two paths, one at a time:
+- `forward` (training, scoring): the ordinary batched computation; attention through
+  `genesis_kernels.flash_attention` (causal, no mask: batches are right-padded, so real tokens never see padding).
+- `decode_step` (generation): the same arithmetic for new tokens through a pre-allocated, static-shape `KVCache`,
+  attending over it through `genesis_kernels.decode_attention` (which also applies RoPE and writes the cache). A
+  single row (batch-1 decoding) takes genesis_kernels' one-row kernels: `matvec` for the projections (SwiGLU
+  folded into the down projection) and `residual_norm_matvec` for DeepNorm's attention residual with the MLP's
+  gate/up projection. Each module's decoding lives in its `decode_step`, beside its `forward`.
 """
 
 from __future__ import annotations
@@ -26,21 +30,11 @@ def one_row(x: torch.Tensor) -> bool:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x @ weight.T. A single row goes through `genesis_kernels.matvec`, the projection kernel made for one row:
-    general matmul kernels read the weights of such a product well below the memory bandwidth."""
+    """x @ weight.T for decoding. A single row goes through `genesis_kernels.matvec`, the projection kernel made for
+    one row: general matmul kernels read the weights of such a product well below the memory bandwidth."""
     if one_row(x):
         return matvec(x, weight)
     return F.linear(x, weight)
-
-
-class Linear(nn.Linear):
-    """A bias-free projection through `linear`."""
-
-    def __init__(self, in_features: int, out_features: int):
-        super().__init__(in_features, out_features, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight)
 
 
 class RotaryEmbedding(nn.Module):
@@ -135,14 +129,12 @@ class Attention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
-        self.qkv = Linear(config.d_model, config.d_model + 2 * config.kv_dim)
-        self.out = Linear(config.d_model, config.d_model)
+        self.qkv = nn.Linear(config.d_model, config.d_model + 2 * config.kv_dim, bias=False)
+        self.out = nn.Linear(config.d_model, config.d_model, bias=False)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         qkv = self.qkv(x).view(B, T, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
-        if cache is not None:
-            return self.out(cache.attend(layer, qkv).reshape(B, T, -1))
         rotated, v = qkv.split([self.n_heads + self.n_kv_heads, self.n_kv_heads], dim=2)
         q, k = apply_rotary(rotated, cos, sin).split([self.n_heads, self.n_kv_heads], dim=2)  # one rotation for both
         # v is a slice of the fused projection, its rows (H + 2K) * D apart: SDPA's CPU kernels run the training
@@ -150,21 +142,21 @@ class Attention(nn.Module):
         y = flash_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2).contiguous(), causal=True)
         return self.out(y.transpose(1, 2).reshape(B, T, -1))
 
+    def decode_step(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """forward for new tokens through the cache, which rotates, stores and attends in one kernel."""
+        B, T, _ = x.shape
+        qkv = linear(x, self.qkv.weight).view(B, T, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
+        return linear(cache.attend(layer, qkv).reshape(B, T, -1), self.out.weight)
+
 
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.gate_up = Linear(config.d_model, 2 * config.d_mlp)
-        self.down = Linear(config.d_mlp, config.d_model)
+        self.gate_up = nn.Linear(config.d_model, 2 * config.d_mlp, bias=False)
+        self.down = nn.Linear(config.d_mlp, config.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_projection(self.gate_up(x))
-
-    def down_projection(self, gate_up: torch.Tensor) -> torch.Tensor:
-        """silu(gate) * up projected back to the model's width; one row (decoding) takes one kernel for both."""
-        if one_row(gate_up):
-            return matvec(gate_up, self.down.weight, gated=True)
-        gate, up = gate_up.chunk(2, dim=-1)
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
         return self.down(swiglu(gate, up))
 
 
@@ -180,22 +172,33 @@ class Block(nn.Module):
         self.deepnorm = config.norm_position == "deepnorm"
         self.alpha, self.eps = config.deepnorm_alpha, config.norm_eps
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        if not self.deepnorm:
-            x = x + self.attn(self.attn_norm(x), cos, sin, cache, layer)
-            return x + self.mlp(self.mlp_norm(x))
-        x, gate_up = self.attention_residual(x, self.attn(x, cos, sin, cache, layer))
-        return residual_norm(x, self.mlp.down_projection(gate_up), self.mlp_norm.weight, alpha=self.alpha,
-                             eps=self.eps)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        if self.deepnorm:
+            x = self.deepnorm_residual(x, self.attn(x, cos, sin), self.attn_norm)
+            return self.deepnorm_residual(x, self.mlp(x), self.mlp_norm)
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x))
 
-    def attention_residual(self, x: torch.Tensor, fx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """DeepNorm's residual x <- RMSNorm(alpha * x + fx) around the attention, and the MLP's gate/up projection
-        of the new x: one kernel for both when decoding one row."""
-        if one_row(x):
-            return residual_norm_matvec(x, fx, self.attn_norm.weight, self.mlp.gate_up.weight, alpha=self.alpha,
-                                        eps=self.eps)
-        x = residual_norm(x, fx, self.attn_norm.weight, alpha=self.alpha, eps=self.eps)
-        return x, self.mlp.gate_up(x)
+    def deepnorm_residual(self, x: torch.Tensor, fx: torch.Tensor, norm: nn.RMSNorm) -> torch.Tensor:
+        return residual_norm(x, fx, norm.weight, alpha=self.alpha, eps=self.eps)
+
+    def decode_step(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """forward for new tokens through the cache. Several rows (a prompt, a batch) take forward's arithmetic;
+        a single row takes the one-row kernels, which cross the sublayers: the down projection applies SwiGLU
+        itself, and on DeepNorm the attention's residual norm also computes the MLP's gate/up projection."""
+        if not one_row(x):
+            if self.deepnorm:
+                x = self.deepnorm_residual(x, self.attn.decode_step(x, cache, layer), self.attn_norm)
+                return self.deepnorm_residual(x, self.mlp(x), self.mlp_norm)
+            x = x + self.attn.decode_step(self.attn_norm(x), cache, layer)
+            return x + self.mlp(self.mlp_norm(x))
+        w_gate_up, w_down = self.mlp.gate_up.weight, self.mlp.down.weight
+        if self.deepnorm:
+            x, gate_up = residual_norm_matvec(x, self.attn.decode_step(x, cache, layer), self.attn_norm.weight,
+                                              w_gate_up, alpha=self.alpha, eps=self.eps)
+            return self.deepnorm_residual(x, matvec(gate_up, w_down, gated=True), self.mlp_norm)
+        x = x + self.attn.decode_step(self.attn_norm(x), cache, layer)
+        return x + matvec(matvec(self.mlp_norm(x), w_gate_up), w_down, gated=True)
 
 
 class GenesisLM(nn.Module):
@@ -207,7 +210,7 @@ class GenesisLM(nn.Module):
         # A post-norm (DeepNorm) block already ends in a norm; only the pre-norm stream needs a final one.
         self.final_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps) if config.norm_position == "prenorm" \
             else nn.Identity()
-        self.lm_head = None if config.tie_embeddings else Linear(config.d_model, config.vocab_size)
+        self.lm_head = None if config.tie_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.rope = RotaryEmbedding(config.head_dim, config.max_seq_len, config.rope_theta)
         self.reset_parameters()
 
@@ -237,38 +240,42 @@ class GenesisLM(nn.Module):
         if isinstance(self.final_norm, nn.RMSNorm):
             self.final_norm.reset_parameters()
 
-    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids -> (B, T, d) final normalized hidden states (the input of the LM head and the pooler)."""
         T = input_ids.shape[1]
-        if cache is None:
-            if T > self.config.max_seq_len:
-                raise ValueError(f"GenesisLM: {T} tokens exceed max_seq_len={self.config.max_seq_len}")
-            cos, sin = self.rope.cos[:T, None], self.rope.sin[:T, None]
-        else:
-            cache.start_step(self.rope, T)
-            cos = sin = None  # the cache applies RoPE
+        if T > self.config.max_seq_len:
+            raise ValueError(f"GenesisLM: {T} tokens exceed max_seq_len={self.config.max_seq_len}")
+        cos, sin = self.rope.cos[:T, None], self.rope.sin[:T, None]
         x = self.embed(input_ids)
         recompute = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for layer, block in enumerate(self.blocks):
+        for block in self.blocks:
             if recompute:
                 x = checkpoint(block, x, cos, sin, use_reentrant=False)
             else:
-                x = block(x, cos, sin, cache, layer)
-        if cache is not None:
-            cache.advance(T)
+                x = block(x, cos, sin)
         return self.final_norm(x)
 
+    @property
+    def output_weight(self) -> torch.Tensor:
+        """The LM head's (V, d) weight: the embedding's when tied."""
+        return self.embed.weight if self.lm_head is None else self.lm_head.weight
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        weight = self.embed.weight if self.lm_head is None else self.lm_head.weight
-        return linear(hidden, weight)
+        return F.linear(hidden, self.output_weight)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.logits(self.hidden_states(input_ids))
 
-    @classmethod
-    def from_pretrained(cls, directory, **kwargs) -> "GenesisLM":
-        """The language model of a checkpoint directory, whether it was saved bare or inside a MultiTaskModel."""
-        from .checkpoint import load_pretrained
+    def decode_hidden_states(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """hidden_states for (B, T) new tokens that follow the ones already in `cache`, which takes them in."""
+        T = input_ids.shape[1]
+        cache.start_step(self.rope, T)
+        x = self.embed(input_ids)
+        for layer, block in enumerate(self.blocks):
+            x = block.decode_step(x, cache, layer)
+        cache.advance(T)
+        return self.final_norm(x)
 
-        model = load_pretrained(directory, **kwargs)
-        return getattr(model, "lm", model)
+    def decode_step(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """(B, T) new tokens through the cache -> (B, V) logits of the last position, the next token's."""
+        return linear(self.decode_hidden_states(input_ids, cache)[:, -1], self.output_weight)
