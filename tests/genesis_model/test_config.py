@@ -1,10 +1,10 @@
-import dataclasses
 
 import pytest
 import torch
 
 from genesis_model import PRESETS, GenesisLM, ModelConfig, MultiTaskModel
 from genesis_model.config import activation_bytes_per_token_per_layer, swiglu_hidden_size, training_memory
+from genesis_train.activation_checkpointing import apply_activation_checkpointing
 
 # (layers, width, heads) exactly as the original design lists them, plus the CPU presets.
 SEED_SHAPES = {
@@ -83,9 +83,13 @@ def test_parameter_count_by_hand_for_tiny():
     assert PRESETS["tiny"].num_parameters() == 8192 * 256 + 6 * per_layer == 6_843_392
 
 
-def saved_activation_bytes(cfg: ModelConfig, batch: int, seq: int, autocast: bool = True) -> int:
-    """Bytes of the tensors autograd saves in a bf16-autocast (or fp32) forward of the blocks, weights excluded."""
+def saved_activation_bytes(cfg: ModelConfig, batch: int, seq: int, autocast: bool = True,
+                           checkpointing: bool = False) -> int:
+    """Bytes of the tensors autograd saves in a bf16-autocast (or fp32) forward of the blocks, weights excluded,
+    with or without genesis-train's activation checkpointing."""
     model = GenesisLM(cfg).train()
+    if checkpointing:
+        apply_activation_checkpointing(model.blocks)
     parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved = {}
 
@@ -113,9 +117,8 @@ def test_activation_estimate_matches_saved_tensors(norm_position, autocast):
     weight_copies = 2 * configs[0].layer_parameters() - 2 * 2 * configs[0].d_model if autocast else 0
     measured = (per_layer - weight_copies) / (batch * seq)
     assert measured == pytest.approx(activation_bytes_per_token_per_layer(configs[0], autocast), rel=0.01)
-    checkpointed = [dataclasses.replace(c, gradient_checkpointing=True) for c in configs]
-    per_layer = saved_activation_bytes(checkpointed[1], batch, seq) - saved_activation_bytes(checkpointed[0], batch,
-                                                                                                 seq)
+    per_layer = (saved_activation_bytes(configs[1], batch, seq, checkpointing=True)
+                 - saved_activation_bytes(configs[0], batch, seq, checkpointing=True))
     assert per_layer == batch * seq * configs[0].d_model * 4  # only the fp32 block input
 
 

@@ -31,7 +31,6 @@ class ModelConfig:
     norm_eps: float = 1e-6
     norm_position: str = "deepnorm"  # "deepnorm": x <- Norm(alpha * x + f(x)); "prenorm": x <- x + f(Norm(x))
     tie_embeddings: bool = True
-    gradient_checkpointing: bool = False
     init_std: float = 0.02  # token embeddings (both norm positions) and pre-norm linear layers
 
     def __post_init__(self) -> None:
@@ -46,9 +45,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
                 raise ValueError(f"ModelConfig.{name} must be a finite number > 0, got {value!r}")
-        for name in ("tie_embeddings", "gradient_checkpointing"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"ModelConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ValueError(f"ModelConfig.tie_embeddings must be true or false, got {self.tie_embeddings!r}")
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.d_mlp is None:
@@ -93,6 +91,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "ModelConfig":
+        # Checkpoints written before gradient checkpointing became a training option (genesis-train) recorded it.
+        data = {k: v for k, v in data.items() if k != "gradient_checkpointing"}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

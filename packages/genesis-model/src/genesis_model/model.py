@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from genesis_kernels import (apply_rotary, decode_attention, flash_attention, matvec, residual_norm,
                              residual_norm_matvec, swiglu)
@@ -247,12 +246,8 @@ class GenesisLM(nn.Module):
             raise ValueError(f"GenesisLM: {T} tokens exceed max_seq_len={self.config.max_seq_len}")
         cos, sin = self.rope.cos[:T, None], self.rope.sin[:T, None]
         x = self.embed(input_ids)
-        recompute = self.config.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            if recompute:
-                x = checkpoint(block, x, cos, sin, use_reentrant=False)
-            else:
-                x = block(x, cos, sin)
+            x = block(x, cos, sin)
         return self.final_norm(x)
 
     @property

@@ -27,6 +27,7 @@ from genesis_data.sampler import MultiTaskSampler, batch_tokens
 from genesis_data.tokenizer import load_or_train_tokenizer
 from genesis_model import PRESETS, CheckpointError, GenesisTokenizer, ModelConfig, MultiTaskModel
 from genesis_model.config import train_flops_per_token
+from genesis_train.activation_checkpointing import apply_activation_checkpointing
 from genesis_train.callbacks import Callback, inference
 from genesis_train.callbacks.alignment import CrossTranslationAlignment
 from genesis_train.callbacks.concepts import ConceptClustering
@@ -144,6 +145,8 @@ class Trainer:
         if state is None:
             self.model = MultiTaskModel(self.model_config)
         self.model.to(self.device)
+        if cfg.gradient_checkpointing:
+            apply_activation_checkpointing(self.model.lm.blocks)
         if self.sharded:
             self.dist.shard(self.model, self.dtype)
         self.optimizer = build_optimizer(self.model, cfg)
@@ -183,8 +186,6 @@ class Trainer:
             intact = intact_before(self.run_dir, checkpoint)
             offer = f"; {intact.name} is intact: move {checkpoint} aside to resume from it" if intact else ""
             raise ConfigError(f"--resume: {e}{offer}") from e
-        # Gradient checkpointing is a runtime choice that may change between a run and its resumption.
-        self.model.config.gradient_checkpointing = self.cfg.gradient_checkpointing
         if self.model.config != self.model_config:
             raise ConfigError(f"--resume: {checkpoint} holds a model of another shape or configuration than "
                               f"--mode {self.cfg.mode}; use another --out-dir or the same options")
@@ -275,7 +276,6 @@ class Trainer:
             vocab_size=64 * math.ceil(vocab / 64),  # a multiple of 64 keeps the output matmul on fast paths
             max_seq_len=max(block_size, preset.max_seq_len),
             norm_position=cfg.norm_position,
-            gradient_checkpointing=cfg.gradient_checkpointing,
         )
 
     def _setup_modular(self, cfg: TrainConfig) -> None:
