@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared run for a session lent a GPU (see benchmarks/README.md and the project's GPU notes): environment,
-# `genesis-kernels verify`, compiled decoding against HF (issue 5's GPU target), the benchmark suite's GPU groups
+# `genesis-kernels verify`, compiled decoding against HF (the GPU decoding target), the benchmark suite's GPU groups
 # with HF peers, a short genesis-train run, `genesis-kernels bench` and a profile of decoding, every result under
 # $OUT. Budget: 9.5 minutes in all (one device call runs 10 at most); each step also has its own time limit so a
 # slow one cannot starve the rest, and a failed step does not stop the later ones (the exit status says).
@@ -129,9 +129,9 @@ kernels_verify() {
 export -f environment training_text kernels_verify  # `timeout` runs them through bash
 export PYTHON OUT TEXT_LINES
 step environment 30 bash -c environment
-# Issue 5's GPU target first: compiled decoding of deep_narrow_40 (the product, with the Triton decoding kernels
-# where auto picks them, and its peer on the torch path) against HF's static cache compiled (the three took 154 s
-# of pytest on an H200 on 2026-11-27, each compiling 40 layers, and the process overran 170 s at exit).
+# The GPU decoding target first: compiled decoding of deep_narrow_40 (the product, with the Triton decoding kernels
+# where auto picks them, and its peer on the torch path) against HF's static cache compiled. Its limit leaves room
+# for three 40-layer compiles and a slow exit (benchmarks/RESULTS.md, "Where the shipped constants come from").
 step decode_compiled 200 "$PYTHON" -m pytest benchmarks/test_decode.py -p no:cacheprovider -k "compiled and deep_narrow_40" \
   --benchmark-json="$OUT/decode_compiled.json"
 if [[ -s "$OUT/decode_compiled.json" ]]; then
@@ -150,7 +150,7 @@ step decode_profile_eager 40 "$PYTHON" benchmarks/tuning/decode_profile.py --eag
   --json "$OUT/decode_profile_eager.json"
 
 SLUG="$("$PYTHON" -c 'from benchmarks.workloads import device_name, device_slug; print(device_slug(device_name()))')"
-# The whole suite took ~200 s on an H200 (2026-11-26): it gets what is left of the budget ($SUITE_FILTER narrows it).
+# The suite (~200 s on an H200) gets what is left of the budget ($SUITE_FILTER narrows it).
 step benchmarks 220 "$PYTHON" -m pytest benchmarks/ -p no:cacheprovider "${PYTEST_OPTS[@]}" \
   --benchmark-json="$OUT/benchmarks.json" --benchmark-save=gpu --benchmark-storage="file://$OUT/baselines/$SLUG"
 if [[ -s "$OUT/benchmarks.json" ]]; then
@@ -164,7 +164,7 @@ step kernels_bench 30 "$PYTHON" -m genesis_kernels.cli bench "${KERNEL_BENCH_OPT
 rm -rf "$OUT/cache" "$OUT/train_text.txt"
 find "$OUT/train" \( -name '*.safetensors' -o -name '*.pt' \) -delete 2>/dev/null
 # The figures that matter, last, where a reply that carries only the end of the output still has them: the
-# suite's long report first, issue 5's decode report at the very end.
+# suite's long report first, the GPU decoding target's report at the very end.
 echo "=== summary"
 for log in report decode_profile decode_profile_eager; do
   [[ -s "$OUT/$log.log" ]] && { echo "--- $log"; cat "$OUT/$log.log"; }

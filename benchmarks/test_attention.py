@@ -2,7 +2,7 @@
 against calling torch SDPA directly and against naive softmax(QK^T)V, at several sequence lengths.
 
 On the CPU the target is the fallback's overhead (within 5% of SDPA); on CUDA the Triton kernel against SDPA's
-default backend and its FlashAttention-2 backend (issue 4)."""
+default backend and its FlashAttention-2 backend."""
 
 import pytest
 import torch
@@ -24,7 +24,7 @@ from benchmarks.workloads import (
 
 pytestmark = KERNEL_TIMING
 
-# Issue 4's GPU grid (head_dim 64, 16k tokens a batch, S = 512..8192); a CPU-sized one otherwise.
+# The GPU kernels' target grid (head_dim 64, 16k tokens a batch, S = 512..8192); a CPU-sized one otherwise.
 SEQ_LENS = (512, 1024, 2048, 4096, 8192) if ON_CUDA else (512, 1024, 2048)
 TOKENS_PER_BATCH = 16384 if ON_CUDA else 4096
 HEADS = 12 if ON_CUDA else 4

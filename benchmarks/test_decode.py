@@ -8,7 +8,7 @@ Implementations, one group per (preset, dtype): `decode_<preset>` (fp32 weights)
   same with auto's preference for the decoding ops set to the torch path (tuning/decode_variants.py: cuBLAS and
   SDPA), their peers;
 - "hf": HF `generate` with its default dynamic cache; "hf-static-compiled" (GPU only): HF `generate` with its
-  static cache, which HF compiles itself on a GPU (issue 5's GPU target: genesis-compiled >= 3x this);
+  static cache, which HF compiles itself on a GPU (the GPU decoding target: genesis-compiled >= 3x this);
 - "floor" (CPU): the same tokens' matrix-vector products alone (test_decode_floor).
 Batch-1 decoding streams every weight once per token, so report.py sets tokens/s against the limit the in-run
 matrix-vector bandwidth implies. gpu.sh runs the compiled implementations as a step of their own (`-k compiled`):

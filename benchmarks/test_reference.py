@@ -14,7 +14,7 @@ MATMUL_DTYPES = ("float32", "bfloat16")
 # 1 GiB of weights: far beyond any last-level cache (480 MiB on the project's CPU machine, 50-60 MiB on an H100).
 MATRIX_BYTES = 1 << 30
 BANDWIDTH_DTYPES = ("float32", "bfloat16")
-# A device copy is the GPU kernels' yardstick (issue 4: the residual norm at >= 60% of it).
+# A device copy is the GPU kernels' yardstick: the residual norm is judged against it.
 BANDWIDTH_KINDS = ("matvec", "copy") if ON_CUDA else ("matvec",)
 
 

@@ -19,7 +19,7 @@ from benchmarks.workloads import (
 
 pytestmark = KERNEL_TIMING
 
-# One training step's residual stream: small's 4 x 512 tokens x 512 on the CPU; issue 4's (16384, 768) on CUDA.
+# One training step's residual stream: small's 4 x 512 tokens x 512 on the CPU; the GPU-sized (16384, 768) on CUDA.
 SHAPE = (16384, 768) if ON_CUDA else (2048, 512)
 ALPHA = (2 * 8) ** 0.25  # DeepNorm's (2N)^(1/4) at small's 8 layers
 EPS = 1e-6

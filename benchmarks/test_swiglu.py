@@ -20,7 +20,8 @@ from benchmarks.workloads import (
 
 pytestmark = KERNEL_TIMING
 
-# The MLP activations of one training step: small's 4 x 512 tokens x 1376 on the CPU; issue 4's (16384, 2048) on CUDA.
+# The MLP activations of one training step: small's 4 x 512 tokens x 1376 on the CPU; the GPU-sized (16384, 2048) on
+# CUDA.
 SHAPE = (16384, 2048) if ON_CUDA else (2048, 1376)
 
 

@@ -31,7 +31,7 @@ from benchmarks.workloads import (
 )
 
 # (preset, mode) pairs, each one benchmark group (`train_step_<preset>`, `train_step_<mode>_<preset>`). On a GPU the
-# CPU shapes only measure launch overhead; deep_narrow_40 under bf16 is issue 7's GPU case.
+# CPU shapes only measure launch overhead; deep_narrow_40 under bf16 is the GPU-sized case.
 CASES = [
     pytest.param("tiny", "eager", id="tiny-eager"),
     pytest.param("small", "eager", id="small-eager"),

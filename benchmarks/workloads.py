@@ -1,4 +1,4 @@
-"""What the benchmark groups measure: the device, the shapes of issue 7, the FLOP and byte counts behind the
+"""What the benchmark groups measure: the device, the target shapes, the FLOP and byte counts behind the
 report's rates, and the peer models Genesis is compared against.
 
 Rates are computed by report.py from what each test records in `benchmark.extra_info`:
@@ -103,7 +103,7 @@ class TrainShape:
         return self.batch_size * self.seq_len
 
 
-# Issue 7: "tiny" 8 x 256 tokens a step, "small" 4 x 512; on a GPU, deep_narrow_40 at 16 x 1024 under bf16 autocast.
+# The targets' shapes: "tiny" 8 x 256 tokens a step, "small" 4 x 512; on a GPU, deep_narrow_40 at 16 x 1024 in bf16.
 TRAIN_SHAPES = {
     "tiny": TrainShape("tiny", 8, 256),
     "small": TrainShape("small", 4, 512),

@@ -2,8 +2,8 @@
 decode step runs them: a CUDA graph of back-to-back calls, each on its own weights or cache (so that, as in the
 model, they come from memory, not L2). The one-row projections (`TILE_ELEMENTS` / `NUM_WARPS` / `MIN_PROGRAMS`)
 beside cuBLAS (F.linear) in the same graph form; the attention step (`BLOCK_SLOTS` / `NUM_WARPS`) at two fills of
-the 256-slot cache the benchmark's generation uses. A diagnostic for issue 5's GPU target: it says which configs to
-ship.
+the 256-slot cache the benchmark's generation uses. A diagnostic for the GPU decoding target: it says which configs
+to ship.
 
     python benchmarks/tuning/decode_kernel_configs.py [--preset deep_narrow_40] [--calls 40] [--json FILE]
 """

@@ -1,5 +1,5 @@
 """Where a compiled batch-1 decoding token's time goes, and what other formulations of the step would cost: a
-diagnostic for issue 5's GPU target, run by gpu.sh after the decode benchmarks (test_decode.py measures the
+diagnostic for the GPU decoding target, run by gpu.sh after the decode benchmarks (test_decode.py measures the
 tokens/s of the real model against HF; this says why, and what to change next).
 
 Each variant runs `generate(..., compile=True)` (the benchmark's 32-token prompt, 128 new tokens) on a slice of

@@ -40,15 +40,9 @@ MAX_NORM_WIDTH = 16384
 MAX_ATTENTION_HEAD_DIM = 128
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
-# auto's choice where both backends can serve a call, by op and GPU family; unlisted pairs take Triton.
-# Hopper takes the torch path for all three, from the benchmark suite on an H200 (torch 2.11, triton 3.6, bf16,
-# deep_narrow_40's training shapes, 2026-11-26, benchmarks/baselines/nvidia-h200): causal attention fwd+bwd at
-# 0.70-0.83x SDPA's default (cuDNN) from S = 1024 to 8192; residual_norm at 946 GB/s forward (fwd+bwd 696) against
-# 1,466 (1,069) for the fallback's add + fused F.rms_norm; swiglu 1,966 (1,858) against 2,121 (2,169). The Triton
-# kernels stay the path elsewhere until a GPU of that family measures them. The decoding ops (matvec,
-# residual_norm_matvec, decode_attention) keep Triton on Hopper: deep_narrow_40's compiled decode step on an H200
-# (2026-11-27) ran 6 kernels a layer with them against about 11 on the torch path (cuBLAS, SDPA and Inductor's
-# kernels for the rest), and the whole model decoded 827 tokens/s against 582 (benchmarks/README.md).
+# auto's choice where both backends can serve a call, by op and GPU family; unlisted pairs (unmeasured) take Triton.
+# Hopper: the torch path measured faster per training op on an H200; the decoding ops keep Triton (fewer kernels a
+# layer). Figures: benchmarks/RESULTS.md, "Where the shipped constants come from".
 AUTO_PREFERENCE = {
     ("flash_attention", "sm_90"): "torch",
     ("residual_norm", "sm_90"): "torch",

@@ -21,10 +21,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-# From benchmarks/tuning/decode_kernel_configs.py on an H200 (2026-11-27; deep_narrow_40, 256-slot cache, a CUDA
-# graph of calls): 128 slots a block and 4 warps took 3.74 us a call at slot 96 and 6.44 at slot 160, against 4.77
-# and 6.67 for 64 slots (every other pair of 32..256 slots and 2..8 warps was slower at slot 96; 256 slots, 5.1 us,
-# at 160).
+# The fastest config of benchmarks/tuning/decode_kernel_configs.py's sweep on deep_narrow_40's decoding (figures:
+# benchmarks/RESULTS.md, "Where the shipped constants come from").
 BLOCK_SLOTS = 128
 NUM_WARPS = 4
 

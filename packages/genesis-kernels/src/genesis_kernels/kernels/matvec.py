@@ -34,10 +34,8 @@ MAX_BLOCK_COLS = 4096
 MIN_PROGRAMS = 128
 NUM_WARPS = 4
 # With the residual norm every program first recomputes the whole row's norm: twice the rows and warps a program
-# halve that work. benchmarks/tuning/decode_kernel_configs.py on an H200 (2026-11-27), deep_narrow_40's gate/up
-# projection (4096 x 768) in a CUDA graph: 4.46 us a call against 4.98 with the plain projections' config (which
-# stays best for them: qkv 3.06 us, out 2.2, down with SwiGLU 3.4, LM head 5.1; cuBLAS 4.3, 4.1, 10.5 with its
-# activation kernel, 5.7).
+# halve that work (benchmarks/tuning/decode_kernel_configs.py; figures: benchmarks/RESULTS.md, "Where the shipped
+# constants come from").
 NORM_TILE_ELEMENTS = 8192
 NORM_NUM_WARPS = 8
 
