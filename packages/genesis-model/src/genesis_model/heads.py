@@ -4,7 +4,7 @@ Pooled representation: the mean of the final hidden states (`GenesisLM.hidden_st
 the real tokens of each row. Rows are right-padded and attention is causal, so real tokens never attend to
 padding and no attention mask is needed; the mask only selects which positions enter the mean.
 
-Tasks (batch["task"]) and their losses:
+Tasks (batch["task"]; genesis-data's sampler defines them and the keys of their batches) and their losses:
 - "lm": next-token cross-entropy through the tied LM head; labels -100 are ignored. Its accuracy is the share of
   labelled tokens whose argmax is the label.
 - "coherence": one logit per sequence (do these verses follow each other?), binary cross-entropy.
@@ -26,7 +26,6 @@ from .model import GenesisLM
 
 TRIPLET_MARGIN = 0.2
 CONTRASTIVE_TEMPERATURE = 0.05
-TASKS = ("lm", "coherence", "xref", "paraphrase")
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -73,7 +72,8 @@ class MultiTaskModel(nn.Module):
                                   (batch["negative_ids"], batch["negative_mask"]))
         if task == "paraphrase":
             return self.paraphrase_loss((batch["a_ids"], batch["a_mask"]), (batch["b_ids"], batch["b_mask"]))
-        raise ValueError(f"MultiTaskModel: unknown batch task {task!r}; expected one of {TASKS}")
+        raise ValueError(f"MultiTaskModel: unknown batch task {task!r}; it has losses for lm, coherence, xref and "
+                         f"paraphrase (the tasks of genesis-data's batches)")
 
     def lm_loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict:
         logits = self.lm(input_ids)
