@@ -11,7 +11,7 @@ import functools
 import re
 from pathlib import Path
 
-from genesis_data.readers import checked_key, clean_verse, decode_text, format_error, resolve_book, split_lines
+from genesis_data.readers.parsing import checked_key, clean_verse, decode_text, format_error, resolve_book, split_lines
 
 FORMAT = "ebible"
 

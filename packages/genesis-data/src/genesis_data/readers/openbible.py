@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from genesis_data.canon import parse_osis_ref
-from genesis_data.readers import BibleFormatError, decode_text, format_error, split_lines
+from genesis_data.readers.parsing import BibleFormatError, decode_text, format_error, split_lines
 
 _EXPECTED = "'<from verse>\\t<to verse or range>\\t<votes>' with OSIS references such as Gen.1.1"
 

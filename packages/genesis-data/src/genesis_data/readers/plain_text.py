@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genesis_data.readers import clean_verse, decode_text, split_lines
+from genesis_data.readers.parsing import clean_verse, decode_text, split_lines
 
 FORMAT = "plain-text"
 

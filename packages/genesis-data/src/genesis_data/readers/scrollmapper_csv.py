@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from genesis_data.readers import checked_key, clean_verse, format_error, resolve_book
+from genesis_data.readers.parsing import checked_key, clean_verse, format_error, resolve_book
 
 FORMAT = "scrollmapper-csv"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from genesis_data.readers import BibleFormatError, checked_key, clean_verse, format_error, resolve_book
+from genesis_data.readers.parsing import BibleFormatError, checked_key, clean_verse, format_error, resolve_book
 
 FORMAT = "scrollmapper-json"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from genesis_data.readers import checked_key, clean_verse, format_error, resolve_book, split_lines
+from genesis_data.readers.parsing import checked_key, clean_verse, format_error, resolve_book, split_lines
 
 FORMAT = "scrollmapper-txt"
 
