@@ -35,6 +35,8 @@ from genesis_data.progress import terminal_bars, track
 if TYPE_CHECKING:
     from genesis_data.corpus import Corpus
 
+# The four task tokens are in no batch today; they keep their ids because removing them would renumber every token
+# after them, in every tokenizer and checkpoint already written.
 SPECIAL_TOKENS: dict[str, str] = {
     "pad": "<|pad|>",
     "bos": "<|bos|>",
