@@ -7,7 +7,8 @@ default backend and its FlashAttention-2 backend."""
 import pytest
 import torch
 import torch.nn.functional as F
-from genesis_kernels import flash_attention
+from genesis_kernels import flash_attention, reference
+from genesis_kernels.bench import attention_flops
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks.workloads import (
@@ -32,11 +33,8 @@ HEAD_DIM = 64
 
 
 def naive_attention(q, k, v):
-    """The (S, S) score matrix in memory: what flash attention is meant to beat."""
-    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
-    seq_len = q.shape[-2]
-    future = torch.ones(seq_len, seq_len, dtype=torch.bool, device=q.device).triu(1)
-    return scores.masked_fill(future, float("-inf")).softmax(dim=-1) @ v
+    """The (S, S) score matrix in memory, in the inputs' dtype: what flash attention is meant to beat."""
+    return reference.attention(q, k, v, causal=True, dtype=None)
 
 
 def sdpa(q, k, v):
@@ -66,12 +64,6 @@ IMPL_PARAMS = [
 ]
 
 
-def causal_attention_flops(batch: int, seq_len: int, pass_: str) -> float:
-    """QK^T and PV over the unmasked half; the backward does 2.5x the forward's matmul work (FlashAttention-2)."""
-    forward = 4 * batch * HEADS * seq_len * seq_len * HEAD_DIM / 2
-    return forward if pass_ == "fwd" else 3.5 * forward
-
-
 # Implementations vary fastest, so a group's tests run back to back under the same machine load.
 @pytest.mark.parametrize("impl", IMPL_PARAMS)
 @pytest.mark.parametrize("seq_len", SEQ_LENS)
@@ -81,5 +73,6 @@ def test_attention(benchmark, impl, seq_len, pass_):
     q, k, v = (torch.randn(batch, HEADS, seq_len, HEAD_DIM, device=DEVICE, dtype=KERNEL_DTYPE) for _ in range(3))
     benchmark.group = f"attention_{pass_}_{seq_len}"
     benchmark.extra_info.update(impl=impl, dtype=str(KERNEL_DTYPE).removeprefix("torch."),
-                                flops=causal_attention_flops(batch, seq_len, pass_), tokens=batch * seq_len)
+                                flops=attention_flops(batch, HEADS, seq_len, HEAD_DIM, backward=pass_ != "fwd"),
+                                tokens=batch * seq_len)
     benchmark(kernel_call(IMPLS[impl], [q, k, v], pass_))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from genesis_kernels import cli
+from genesis_kernels import cli, verify
 
 
 def table_rows(text: str) -> list[dict[str, str]]:
@@ -38,26 +38,26 @@ def test_verify_runs_every_backend_and_passes(capsys):
 
 
 def test_verify_checks_the_autocast_dtype_mix(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "ATTENTION_CASES", [])
-    monkeypatch.setattr(cli, "SWIGLU_SHAPES", [])
+    monkeypatch.setattr(verify, "ATTENTION_CASES", [])
+    monkeypatch.setattr(verify, "SWIGLU_SHAPES", [])
     assert cli.main(["verify", "--device", "cpu", "--dtypes", "fp16"]) == 0
     mixed = [row for row in table_rows(capsys.readouterr().out) if "x,w:fp32" in row["case"]]
-    assert len(mixed) == 2 * len(cli.NORM_SHAPES)  # each backend, each shape
+    assert len(mixed) == 2 * len(verify.NORM_SHAPES)  # each backend, each shape
     dtype_backend_result = {(row["dtype"], row["backend"], row["result"]) for row in mixed}
     assert dtype_backend_result == {("float16", "triton", "pass"), ("float16", "torch", "pass")}
 
 
 def test_verify_fails_with_a_nonzero_exit(monkeypatch, capsys):
-    monkeypatch.setitem(cli.VERIFY_TOLERANCES, torch.float32, (0.0, 0.0))
-    monkeypatch.setattr(cli, "ATTENTION_CASES", cli.ATTENTION_CASES[:1])
+    monkeypatch.setitem(verify.VERIFY_TOLERANCES, torch.float32, (0.0, 0.0))
+    monkeypatch.setattr(verify, "ATTENTION_CASES", verify.ATTENTION_CASES[:1])
     assert cli.main(["verify", "--device", "cpu", "--dtypes", "fp32", "--backend", "torch"]) == 1
     assert "FAIL" in capsys.readouterr().out
 
 
 def test_verify_skips_what_a_backend_refuses(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "ATTENTION_CASES", cli.ATTENTION_CASES[:1])
-    monkeypatch.setattr(cli, "SWIGLU_SHAPES", [])
-    monkeypatch.setattr(cli, "NORM_SHAPES", [])
+    monkeypatch.setattr(verify, "ATTENTION_CASES", verify.ATTENTION_CASES[:1])
+    monkeypatch.setattr(verify, "SWIGLU_SHAPES", [])
+    monkeypatch.setattr(verify, "NORM_SHAPES", [])
     assert cli.main(["verify", "--device", "cpu", "--dtypes", "bf16", "--backend", "triton"]) == 0
     assert "skipped: the Triton interpreter computes bfloat16 dots wrongly" in capsys.readouterr().out
 
@@ -92,7 +92,7 @@ def test_verify_says_which_backends_it_did_not_check(monkeypatch, capsys):
     reason = ("CPU tensors run the Triton kernels only under the interpreter: set TRITON_INTERPRET=1 before "
               "importing genesis_kernels")
     monkeypatch.setattr("genesis_kernels.dispatch._device_reason", lambda device: reason)
-    monkeypatch.setattr(cli, "ATTENTION_CASES", cli.ATTENTION_CASES[:1])
+    monkeypatch.setattr(verify, "ATTENTION_CASES", verify.ATTENTION_CASES[:1])
     assert cli.main(["verify", "--device", "cpu", "--dtypes", "fp32"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "backends: torch" in lines[0]

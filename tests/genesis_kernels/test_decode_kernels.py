@@ -11,6 +11,7 @@ import textwrap
 import pytest
 import torch
 
+from genesis_kernels import reference
 from genesis_kernels.kernels.decode_attention import decode_attention_triton
 from genesis_kernels.kernels.matvec import matvec_triton, residual_norm_matvec_triton
 
@@ -33,7 +34,7 @@ MATVEC_SHAPES = [(1, 1), (7, 48), (768, 768), (1000, 770), (2304, 768), (768, 20
 def test_matvec_matches_float64_reference(rows, cols, dtype):
     x, weight = randn(1, 1, cols, dtype=dtype), randn(rows, cols, dtype=dtype, seed=1) / cols ** 0.5
     out = matvec_triton(x, weight)
-    expected = x.double() @ weight.double().T
+    expected = reference.matvec(x, weight)
     assert out.shape == (1, 1, rows) and out.dtype == dtype
     torch.testing.assert_close(out.double(), expected, atol=TOLERANCES[dtype], rtol=TOLERANCES[dtype])
 
@@ -41,7 +42,7 @@ def test_matvec_matches_float64_reference(rows, cols, dtype):
 def test_matvec_reads_a_strided_weight_and_refuses_batches():
     weight = randn(64, 96, dtype=torch.float32)[:, :48]  # row stride 96
     x = randn(48, dtype=torch.float32)
-    torch.testing.assert_close(matvec_triton(x, weight).double(), weight.double() @ x.double(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(matvec_triton(x, weight).double(), reference.matvec(x, weight), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="more than one row"):
         matvec_triton(randn(2, 48, dtype=torch.float32), weight)
     with pytest.raises(ValueError, match="do not multiply"):
@@ -52,8 +53,7 @@ def test_matvec_reads_a_strided_weight_and_refuses_batches():
 @pytest.mark.parametrize(("rows", "cols"), [(1, 1), (768, 2048), (130, 5000)], ids=str)
 def test_gated_matvec_matches_float64_reference(rows, cols, dtype):
     gate_up, weight = randn(1, 2 * cols, dtype=dtype), randn(rows, cols, dtype=dtype, seed=1) / cols ** 0.5
-    gate, up = gate_up.double().chunk(2, dim=-1)
-    expected = (gate * torch.sigmoid(gate) * up) @ weight.double().T
+    expected = reference.matvec(gate_up, weight, gated=True)
     out = matvec_triton(gate_up, weight, gated=True)
     assert out.shape == (1, rows) and out.dtype == dtype
     torch.testing.assert_close(out.double(), expected, atol=TOLERANCES[dtype], rtol=TOLERANCES[dtype])
@@ -70,13 +70,11 @@ def test_residual_norm_matvec_matches_float64_reference(rows, cols, dtype):
     norm_weight = 1 + 0.5 * randn(cols, dtype=dtype, seed=2)
     weight = randn(rows, cols, dtype=dtype, seed=3) / cols ** 0.5
     h, y = residual_norm_matvec_triton(x, fx, norm_weight, weight, alpha=2.5, eps=1e-6)
-    h64 = 2.5 * x.double() + fx.double()
-    h64 = h64 * (h64.pow(2).mean(-1, keepdim=True) + 1e-6).rsqrt() * norm_weight.double()
+    h64, y64 = reference.residual_norm_matvec(x, fx, norm_weight, weight, alpha=2.5, eps=1e-6)
     assert h.shape == x.shape and y.shape == (1, 1, rows) and h.dtype == y.dtype == dtype
     torch.testing.assert_close(h.double(), h64, atol=TOLERANCES[dtype], rtol=TOLERANCES[dtype])
     # y from the float64 h: the kernel's h is rounded to the dtype before its product, like the torch path's.
-    torch.testing.assert_close(y.double(), h64 @ weight.double().T, atol=4 * TOLERANCES[dtype],
-                               rtol=4 * TOLERANCES[dtype])
+    torch.testing.assert_close(y.double(), y64, atol=4 * TOLERANCES[dtype], rtol=4 * TOLERANCES[dtype])
     with pytest.raises(ValueError, match="must be one row of K"):
         residual_norm_matvec_triton(x, fx, norm_weight[:-1], weight)
 
@@ -84,14 +82,6 @@ def test_residual_norm_matvec_matches_float64_reference(rows, cols, dtype):
 def rotary_angles(positions, half, theta=10000.0):
     """(B, 1, D/2) float64 angles position * theta^(-2i/D) of RoPE's pairs (x_i, x_{i + D/2})."""
     return positions.double()[:, None, None] * theta ** -(torch.arange(half, dtype=torch.float64) / half)
-
-
-def rotary_reference(x, positions):
-    """RoPE in float64 from the angles themselves. x: (B, heads, D); positions: (B,)."""
-    half = x.shape[-1] // 2
-    angles = rotary_angles(positions, half)
-    x1, x2 = x.double()[..., :half], x.double()[..., half:]
-    return torch.cat([x1 * angles.cos() - x2 * angles.sin(), x2 * angles.cos() + x1 * angles.sin()], dim=-1)
 
 
 def rotary_tables(positions, head_dim):
@@ -130,23 +120,15 @@ def test_decode_attention_matches_float64_reference(batch, heads, kv_heads, n_sl
 
     out = decode_attention_triton(qkv, cos, sin, keys, values, mask[:, None], torch.tensor([slot]))
 
-    q = rotary_reference(qkv[:, 0, :heads], positions)  # (B, H, D)
-    k_new = rotary_reference(qkv[:, 0, heads:heads + kv_heads], positions)
-    v_new = qkv[:, 0, heads + kv_heads:].double()
     # The cache holds the rotated new key and the new value at the slot, and is untouched elsewhere.
     expected_keys, expected_values = cached_keys.double(), cached_values.double()
-    expected_keys[:, :, slot], expected_values[:, :, slot] = k_new, v_new
+    expected = reference.decode_attention(qkv, cos, sin, expected_keys, expected_values, mask[:, None],
+                                          torch.tensor([slot]))
     torch.testing.assert_close(keys.double(), expected_keys, atol=TOLERANCES[dtype], rtol=TOLERANCES[dtype],
                                equal_nan=True)
     torch.testing.assert_close(values.double(), expected_values, equal_nan=True, atol=0, rtol=0)
-    groups = heads // kv_heads
-    seen_keys = expected_keys[:, :, : slot + 1].nan_to_num().repeat_interleave(groups, 1)  # (B, H, slot + 1, D)
-    seen_values = expected_values[:, :, : slot + 1].nan_to_num().repeat_interleave(groups, 1)
-    scores = torch.einsum("bhd,bhsd->bhs", q, seen_keys) * head_dim ** -0.5
-    scores = scores.masked_fill(~mask[:, None, : slot + 1], float("-inf"))
-    expected = torch.einsum("bhs,bhsd->bhd", scores.softmax(-1), seen_values)
     assert out.shape == (batch, 1, heads, head_dim) and out.dtype == dtype
-    torch.testing.assert_close(out[:, 0].double(), expected, atol=TOLERANCES[dtype], rtol=TOLERANCES[dtype])
+    torch.testing.assert_close(out[:, 0].double(), expected[:, 0], atol=TOLERANCES[dtype], rtol=TOLERANCES[dtype])
 
 
 def test_decode_attention_refuses_what_it_cannot_serve():

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genesis_kernels import fallback, flash_attention, residual_norm, swiglu
+from genesis_kernels import fallback, flash_attention, reference, residual_norm, swiglu
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +44,7 @@ def test_grouped_query_attention_matches_repeated_heads():
 def test_naive_attention_matches_sdpa():
     q = torch.randn(1, 4, 5, 16, dtype=torch.float64)
     k, v = torch.randn(2, 1, 2, 9, 16, dtype=torch.float64).unbind(0)  # GQA, a query chunk after a prefix
-    torch.testing.assert_close(fallback.naive_attention(q, k, v, causal=True),
+    torch.testing.assert_close(reference.attention(q, k, v, causal=True),
                                fallback.attention(q, k, v, causal=True))
 
 

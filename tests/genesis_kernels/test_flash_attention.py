@@ -1,14 +1,12 @@
 """flash_attention on both backends against a float64 reference; the Triton path runs in the interpreter."""
 
-import math
-
 import pytest
 import torch
 
 import genesis_kernels
 from genesis_kernels import BackendError, flash_attention
-from genesis_kernels.fallback import naive_attention
 from genesis_kernels.memory import peak_memory
+from genesis_kernels.reference import attention as reference_attention
 
 BACKENDS = genesis_kernels.available_backends("cpu")
 
@@ -30,21 +28,6 @@ CASES = [
     (2, 4, 2, 7, 77, 48, True),      # a query chunk against a longer prefix
     (1, 2, 2, 77, 33, 64, False),    # more queries than keys
 ]
-
-
-def reference_attention(q, k, v, causal, softmax_scale=None):
-    """Float64 attention with bottom-right causal alignment, written independently of the package."""
-    q, k, v = q.double(), k.double(), v.double()
-    group = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
-    scale = softmax_scale if softmax_scale is not None else 1 / math.sqrt(q.shape[-1])
-    scores = torch.einsum("bhid,bhjd->bhij", q, k) * scale
-    if causal:
-        q_len, k_len = q.shape[2], k.shape[2]
-        i = torch.arange(q_len)[:, None]
-        j = torch.arange(k_len)[None, :]
-        scores = scores.masked_fill(j > i + (k_len - q_len), -math.inf)
-    return torch.einsum("bhij,bhjd->bhid", scores.softmax(-1), v)
 
 
 def make_inputs(batch, heads, kv_heads, q_len, k_len, head_dim, dtype, seed=0):
@@ -153,6 +136,11 @@ def test_causal_with_more_queries_than_keys_is_an_error(backend):
     q, k, v = make_inputs(1, 2, 2, 9, 4, 16, torch.float32)
     with pytest.raises(ValueError, match="q_len <= k_len"):
         flash_attention(q, k, v, causal=True, backend=backend)
+
+
+def naive_attention(q, k, v):
+    """The score matrix in memory, in the inputs' dtype."""
+    return reference_attention(q, k, v, True, dtype=None)
 
 
 def _peak_extra_bytes(attention, seq_len):

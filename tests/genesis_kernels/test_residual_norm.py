@@ -5,6 +5,7 @@ import torch
 
 import genesis_kernels
 from genesis_kernels import residual_norm
+from genesis_kernels.reference import residual_norm as reference_residual_norm
 
 BACKENDS = genesis_kernels.available_backends("cpu")
 
@@ -18,14 +19,6 @@ NORMS = [("rms", False), ("rms", True), ("layer", True)]
 # bf16 arithmetic wrongly). The first is autocast training: an fp32 residual stream, fx from half matmuls, fp32
 # norm weights. The second is a half model that keeps its norm weights in fp32.
 MIXED_DTYPES = [(torch.float32, torch.float16, torch.float32), (torch.float16, torch.float16, torch.float32)]
-
-
-def reference_residual_norm(x, fx, weight, bias, alpha, eps, norm):
-    h = alpha * x.double() + fx.double()
-    if norm == "layer":
-        h = h - h.mean(-1, keepdim=True)
-    y = h / torch.sqrt(h.pow(2).mean(-1, keepdim=True) + eps) * weight.double()
-    return y + bias.double() if bias is not None else y
 
 
 def tolerance(dtype, x, fx):

@@ -3,216 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 
-from . import fallback
-from .device import gpu_family
-from .dispatch import (BackendError, available_backends, decode_attention, flash_attention, matvec, residual_norm,
-                       residual_norm_matvec, swiglu, unavailable_backends)
-from .memory import peak_memory
+from . import bench, verify
+from .dispatch import available_backends
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-# (atol, rtol) for the forward and for every input gradient, per dtype, on O(1) inputs.
-VERIFY_TOLERANCES = {
-    torch.float32: (1e-4, 1e-4),  # TF32 is switched off while verifying
-    torch.float16: (1e-2, 1e-2),
-    torch.bfloat16: (6e-2, 6e-2),
-}
-
-# batch, heads, kv_heads, q_len, k_len, head_dim, causal
-ATTENTION_CASES = [
-    (1, 2, 2, 1, 1, 16, True),
-    (2, 2, 2, 7, 7, 48, True),
-    (1, 2, 2, 77, 77, 80, False),
-    (1, 4, 2, 77, 77, 96, True),
-    (1, 4, 1, 40, 40, 128, True),
-    (2, 4, 2, 7, 77, 64, True),
-]
-GPU_ATTENTION_CASES = [
-    (1, 4, 4, 1000, 1000, 64, True),
-    (2, 8, 2, 4096, 4096, 64, True),
-    (1, 4, 4, 4096, 4096, 128, False),
-]
-SWIGLU_SHAPES = [(7,), (2, 7, 48), (3, 1500)]
-GPU_SWIGLU_SHAPES = [(16384, 2048)]
-NORM_SHAPES = [(7, 48), (2, 7, 77), (3, 768)]
-GPU_NORM_SHAPES = [(16384, 768)]
-# The decoding ops (forward only: inference kernels). matvec: (x's shape, weight rows); K above one tile loops.
-MATVEC_CASES = [((1, 48), 77), ((1, 1, 5000), 7)]
-GPU_MATVEC_CASES = [((1, 1, 768), 2304), ((1, 1, 2048), 768)]  # deep_narrow_40's qkv and down projections
-# gated: x holds [gate, up] of twice the weight's width. Weights are scaled by width^-0.5, as a model's are, so that
-# outputs are O(1) and the absolute tolerance means what it does elsewhere: the gated and normalized rows are rounded
-# to the input dtype before their product on both backends (as the model's activations are), an error that grows
-# with the outputs' scale (unscaled, on an H200, bf16 outputs of scale ~45 missed atol by 0.2-0.6 on both backends).
-# batch, heads, kv_heads, cache slots, the slot written, head_dim, left padding of the last row
-DECODE_ATTENTION_CASES = [(2, 4, 2, 77, 50, 48, 9), (1, 2, 2, 16, 0, 16, 0)]
-GPU_DECODE_ATTENTION_CASES = [(1, 12, 12, 256, 160, 64, 0), (4, 12, 4, 1024, 700, 128, 300)]
-
-
-@dataclass
-class Check:
-    op: str
-    case: str
-    dtype: torch.dtype
-    backend: str
-    forward_error: float = float("nan")
-    gradient_error: float = float("nan")
-    status: str = ""
-
-
-def _max_error_and_ok(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> tuple[float, bool]:
-    """The largest absolute error, and whether every element is within atol + rtol * |expected|."""
-    error = (actual.double() - expected).abs()
-    return error.max().item(), bool((error <= atol + rtol * expected.abs()).all())
-
-
-def _compare(check: Check, run: Callable[..., torch.Tensor], inputs: list[torch.Tensor],
-             reference: Callable[..., torch.Tensor]) -> Check:
-    """Run ``run`` on ``inputs`` and ``reference`` on float64 copies; compare the output and every gradient."""
-    atol, rtol = VERIFY_TOLERANCES[check.dtype]
-    leaves = [t.detach().clone().requires_grad_() for t in inputs]
-    try:
-        out = run(*leaves)
-    except BackendError as error:
-        check.status = f"skipped: {str(error).split(': ', 2)[-1]}"
-        return check
-    grad_out = torch.randn_like(out)
-    out.backward(grad_out)
-    leaves64 = [t.detach().double().requires_grad_() for t in inputs]
-    expected = reference(*leaves64)
-    expected.backward(grad_out.double())
-    check.forward_error, forward_ok = _max_error_and_ok(out, expected, atol, rtol)
-    gradients_ok = True
-    check.gradient_error = 0.0
-    for leaf, leaf64 in zip(leaves, leaves64):
-        # Parameter gradients sum over rows: scale the absolute tolerance with their size.
-        scale = max(1.0, leaf64.grad.abs().max().item())
-        error, ok = _max_error_and_ok(leaf.grad, leaf64.grad, atol * scale, rtol)
-        check.gradient_error = max(check.gradient_error, error)
-        gradients_ok &= ok
-    check.status = "pass" if forward_ok and gradients_ok else "FAIL"
-    return check
-
-
-def _attention_and_cache(out: torch.Tensor, args: list[torch.Tensor]) -> torch.Tensor:
-    """decode_attention's output and the key/value cache it wrote (args 3 and 4), flattened into one tensor."""
-    return torch.cat([out.flatten(), args[3].flatten(), args[4].flatten()])
-
-
-def _compare_forward(check: Check, run: Callable[..., torch.Tensor], inputs: list[torch.Tensor],
-                     reference: Callable[..., torch.Tensor]) -> Check:
-    """``_compare`` for inference ops: the output only, the reference on float64 copies of the float inputs."""
-    atol, rtol = VERIFY_TOLERANCES[check.dtype]
-    try:
-        with torch.inference_mode():
-            out = run(*inputs)
-    except BackendError as error:
-        check.status = f"skipped: {str(error).split(': ', 2)[-1]}"
-        return check
-    expected = reference(*[t.double() if t.is_floating_point() else t for t in inputs])
-    check.forward_error, forward_ok = _max_error_and_ok(out, expected, atol, rtol)
-    check.status = "pass" if forward_ok else "FAIL"
-    return check
-
-
-def _verify_checks(device: torch.device, backends: list[str], dtypes: list[torch.dtype]) -> Iterator[Check]:
-    """Each check as soon as it has run (on a GPU the first call of each case compiles its kernels)."""
-    on_gpu = device.type == "cuda"
-    gen = torch.Generator(device=device).manual_seed(0)
-
-    def randn(*shape, dtype):
-        return torch.randn(shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
-
-    for backend in backends:
-        for dtype in dtypes:
-            for shape in SWIGLU_SHAPES + (GPU_SWIGLU_SHAPES if on_gpu else []):
-                yield _compare(
-                    Check("swiglu", "x".join(map(str, shape)), dtype, backend),
-                    lambda gate, up: swiglu(gate, up, backend=backend),
-                    [randn(*shape, dtype=dtype), randn(*shape, dtype=dtype)], fallback.swiglu)
-            for shape in NORM_SHAPES + (GPU_NORM_SHAPES if on_gpu else []):
-                for norm in ("rms", "layer"):
-                    width = shape[-1]
-                    inputs = [randn(*shape, dtype=dtype), randn(*shape, dtype=dtype),
-                              1 + 0.5 * randn(width, dtype=dtype), 0.5 * randn(width, dtype=dtype)]
-                    yield _compare(
-                        Check("residual_norm", f"{'x'.join(map(str, shape))} {norm} alpha=2", dtype, backend),
-                        lambda x, fx, w, b, norm=norm: residual_norm(x, fx, w, b, 2.0, norm=norm, backend=backend),
-                        inputs, lambda x, fx, w, b, norm=norm: fallback.residual_norm(x, fx, w, b, 2.0, norm=norm))
-                if dtype != torch.float32:
-                    # Autocast training's mix: an fp32 residual stream and norm weight around a half sublayer output.
-                    inputs = [randn(*shape, dtype=torch.float32), randn(*shape, dtype=dtype),
-                              1 + 0.5 * randn(shape[-1], dtype=torch.float32)]
-                    yield _compare(
-                        Check("residual_norm", f"{'x'.join(map(str, shape))} rms alpha=2 x,w:fp32", dtype, backend),
-                        lambda x, fx, w: residual_norm(x, fx, w, None, 2.0, backend=backend),
-                        inputs, lambda x, fx, w: fallback.residual_norm(x, fx, w, None, 2.0))
-            for x_shape, rows in MATVEC_CASES + (GPU_MATVEC_CASES if on_gpu else []):
-                for gated in (False, True):
-                    width = x_shape[-1] // 2 if gated else x_shape[-1]
-                    yield _compare_forward(
-                        Check("matvec", f"{'x'.join(map(str, x_shape))} @ {rows}x{width}{' gated' if gated else ''}",
-                              dtype, backend),
-                        lambda x, weight, gated=gated: matvec(x, weight, gated=gated, backend=backend),
-                        [randn(*x_shape, dtype=dtype), randn(rows, width, dtype=dtype) * width ** -0.5],
-                        lambda x, weight, gated=gated: fallback.matvec(x, weight, gated))
-            for x_shape, rows in MATVEC_CASES + (GPU_MATVEC_CASES if on_gpu else []):
-                width = x_shape[-1]
-                inputs = [randn(*x_shape, dtype=dtype), randn(*x_shape, dtype=dtype),
-                          1 + 0.5 * randn(width, dtype=dtype), randn(rows, width, dtype=dtype) * width ** -0.5]
-                yield _compare_forward(
-                    Check("residual_norm_matvec", f"{'x'.join(map(str, x_shape))} @ {rows}x{width} alpha=2", dtype,
-                          backend),
-                    lambda *args: torch.cat([out.flatten() for out in residual_norm_matvec(*args, 2.0,
-                                                                                            backend=backend)]),
-                    inputs, lambda *args: torch.cat([out.flatten() for out in fallback.residual_norm_matvec(*args,
-                                                                                                           2.0)]))
-            for batch, heads, kv_heads, slots, slot, head_dim, padding in \
-                    DECODE_ATTENTION_CASES + (GPU_DECODE_ATTENTION_CASES if on_gpu else []):
-                # One new token a row, written at `slot`, seeing the slots up to it past its row's left padding
-                # (a query always sees its own slot). The written cache is compared too.
-                cache_slots = torch.arange(slots, device=device)
-                mask = ((cache_slots >= padding) | (cache_slots == slot)) & (cache_slots <= slot)
-                mask = torch.stack([cache_slots <= slot] * (batch - 1) + [mask])[:, None]
-                angles = randn(batch, 1, head_dim // 2, dtype=torch.float32)
-                inputs = [randn(batch, 1, heads + 2 * kv_heads, head_dim, dtype=dtype),
-                          torch.cat([angles.cos()] * 2, dim=-1), torch.cat([-angles.sin(), angles.sin()], dim=-1),
-                          randn(batch, kv_heads, slots, head_dim, dtype=dtype),
-                          randn(batch, kv_heads, slots, head_dim, dtype=dtype),
-                          mask, torch.tensor([slot], device=device)]
-                case = f"b{batch} h{heads}/{kv_heads} s{slot}/{slots} d{head_dim} pad{padding}"
-                yield _compare_forward(
-                    Check("decode_attention", case, dtype, backend),
-                    lambda *args: _attention_and_cache(decode_attention(*args, backend=backend), args), inputs,
-                    lambda *args: _attention_and_cache(fallback.decode_attention(*args), args))
-            # Last: on a GPU, compiling the flash attention kernels for every case takes the longest.
-            for batch, heads, kv_heads, q_len, k_len, head_dim, causal in \
-                    ATTENTION_CASES + (GPU_ATTENTION_CASES if on_gpu else []):
-                inputs = [randn(batch, heads, q_len, head_dim, dtype=dtype),
-                          randn(batch, kv_heads, k_len, head_dim, dtype=dtype),
-                          randn(batch, kv_heads, k_len, head_dim, dtype=dtype)]
-                case = f"b{batch} h{heads}/{kv_heads} q{q_len} k{k_len} d{head_dim}{' causal' if causal else ''}"
-                yield _compare(
-                    Check("flash_attention", case, dtype, backend),
-                    lambda q, k, v: flash_attention(q, k, v, causal, backend=backend), inputs,
-                    lambda q, k, v: fallback.attention(q, k, v, causal))
-
-
-# verify prints each check's row as soon as it has run: on a GPU compiling every case's kernels takes minutes, and a
-# run cut short still shows what it checked.
-_VERIFY_COLUMNS = [("op", 20), ("case", 30), ("dtype", 9), ("backend", 8), ("max err fwd", 12), ("max err grad", 12),
-                   ("seconds", 8), ("result", 0)]
-
-
-def _print_verify_row(cells: list[str]) -> None:
-    print("  ".join(str(cell).ljust(width) for cell, (_, width) in zip(cells, _VERIFY_COLUMNS)).rstrip(), flush=True)
 
 
 def _device(name: str | None) -> torch.device:
@@ -245,156 +43,25 @@ def _dtypes(names: str | None) -> list[torch.dtype]:
     return dtypes
 
 
-def _format_error(error: float) -> str:
-    return "-" if error != error else f"{error:.2e}"  # NaN: the case was skipped
-
-
-def verify(args: argparse.Namespace) -> int:
-    device = _device(args.device)
-    backends = _backends(device, args.backend)
-    family = gpu_family(device) if device.type == "cuda" else "cpu"
-    print(f"genesis-kernels verify on {device} ({family}), torch {torch.__version__}, backends: "
-          f"{', '.join(backends)}")
-    # A backend this device cannot run is not checked: said before the table and again under it.
-    not_checked = [f"{name} ({reason})" for name, reason in unavailable_backends(device).items()]
-    if not_checked:
-        print(f"not checked: {'; '.join(not_checked)}")
-    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    _print_verify_row([name for name, _ in _VERIFY_COLUMNS])
-    _print_verify_row(["-" * max(width, len(name)) for name, width in _VERIFY_COLUMNS])
-    checks = []
+def _int_list(text: str) -> list[int]:
     try:
-        start = time.perf_counter()
-        for check in _verify_checks(device, backends, _dtypes(args.dtypes)):
-            seconds, start = time.perf_counter() - start, time.perf_counter()
-            checks.append(check)
-            _print_verify_row([check.op, check.case, str(check.dtype).removeprefix("torch."), check.backend,
-                               _format_error(check.forward_error), _format_error(check.gradient_error),
-                               f"{seconds:.1f}", check.status])
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-    failures = sum(c.status == "FAIL" for c in checks)
-    passed = sum(c.status == "pass" for c in checks)
-    print(f"{passed} passed, {failures} failed, {len(checks) - passed - failures} skipped"
-          + (f"; not checked: {'; '.join(not_checked)}" if not_checked else ""))
-    return 1 if failures else 0
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if any(value <= 0 for value in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: lengths must be positive")
+    return values
 
 
-def _time_ms(fn: Callable[[], object], device: torch.device, reps: int) -> float:
-    """Median milliseconds of ``fn`` after a warm-up call."""
-    fn()
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end))
-        else:
-            start_s = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start_s) * 1e3)
-    return statistics.median(times)
-
-
-def _attention_providers(device: torch.device, triton_timed: bool, causal: bool) -> dict[str, Callable]:
-    providers = {}
-    if triton_timed:
-        providers["triton"] = lambda q, k, v: flash_attention(q, k, v, causal, backend="triton")
-    providers["sdpa"] = lambda q, k, v: flash_attention(q, k, v, causal, backend="torch")
-    if device.type == "cuda":
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        def sdpa_flash(q, k, v):
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        providers["sdpa-flash"] = sdpa_flash
-    providers["naive"] = lambda q, k, v: fallback.naive_attention(q, k, v, causal)
-    return providers
-
-
-BENCH_COLUMNS = [("op", 13), ("seq/rows", 8), ("provider", 10), ("mode", 7), ("ms", 10), ("throughput", 16),
-                 ("peak MiB", 9)]
-
-
-def _bench_row(*cells: object) -> None:
-    """Print one row of the bench table as soon as it is measured (a long GPU run may be cut short)."""
-    print("  ".join(str(cell).ljust(width) for cell, (_, width) in zip(cells, BENCH_COLUMNS)).rstrip(), flush=True)
-
-
-def _bench_modes(op: str, size: int, provider: str, device: torch.device, reps: int,
-                 inputs: tuple[torch.Tensor, ...], modes: list[tuple[str, Callable[[], object], Callable]]) -> None:
-    """Time each (mode, step, throughput-from-ms) and measure its peak extra memory in a separate run."""
-    for mode, step, throughput in modes:
-        try:
-            ms = _time_ms(step, device, reps)
-            with peak_memory(device, inputs) as peak:
-                step()
-        except RuntimeError as error:  # a backend that refuses the case, or out of memory
-            _bench_row(op, size, provider, mode, "-", "-", f"skipped: {str(error).splitlines()[0][:80]}")
-            continue
-        _bench_row(op, size, provider, mode, f"{ms:.3f}", throughput(ms), f"{peak.bytes / 2**20:.1f}")
-
-
-def bench(args: argparse.Namespace) -> int:
+def _verify(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
-    triton_timed = "triton" in available_backends(device) and device.type == "cuda"
-    on_gpu = device.type == "cuda"
-    seq_lens = args.seq_lens or ([512, 1024, 2048, 4096, 8192] if on_gpu else [128, 256, 512])
-    tokens = args.tokens or (16384 if on_gpu else 2048)
-    causal = not args.no_causal
-    print(f"genesis-kernels bench on {device}, {str(dtype).removeprefix('torch.')}, torch {torch.__version__}, "
-          f"{tokens} tokens a batch, {args.heads} heads, head_dim {args.head_dim}{', causal' if causal else ''}")
-    if not on_gpu:
-        print("note: on the CPU only the non-interpreter backends are timed (the Triton interpreter runs "
-              "kernels in Python; its time says nothing about the kernels)")
-    _bench_row(*(name for name, _ in BENCH_COLUMNS))
-    _bench_row(*("-" * width for _, width in BENCH_COLUMNS))
-    naive_limit = (8 << 30) if on_gpu else (1 << 30)
-    for seq_len in seq_lens:
-        batch = max(1, tokens // seq_len)
-        shape = (batch, args.heads, seq_len, args.head_dim)
-        forward_flops = 4 * batch * args.heads * seq_len * seq_len * args.head_dim * (0.5 if causal else 1.0)
-        for name, attention in _attention_providers(device, triton_timed, causal).items():
-            if name == "naive" and batch * args.heads * seq_len * seq_len * 4 * 3 > naive_limit:
-                _bench_row("attention", seq_len, name, "-", "-", "-", "skipped: score matrix too large")
-                continue
-            q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
-            grad = torch.randn(shape, device=device, dtype=dtype)
-            _bench_modes("attention", seq_len, name, device, args.reps, (q, k, v), [
-                ("fwd", lambda: attention(q, k, v), lambda ms: f"{forward_flops / ms / 1e9:.3g} TFLOP/s"),
-                # The backward does 2.5x the forward's matmul work.
-                ("fwd+bwd", lambda: attention(q, k, v).backward(grad),
-                 lambda ms: f"{3.5 * forward_flops / ms / 1e9:.3g} TFLOP/s"),
-            ])
-    for op, width in (("swiglu", args.swiglu_width), ("residual_norm", args.norm_width)):
-        for backend in (["triton"] if triton_timed else []) + ["torch"]:
-            _bench_rowwise(op, width, tokens, backend, args.reps, device, dtype)
-    return 0
+    return verify.run(device, _backends(device, args.backend), _dtypes(args.dtypes))
 
 
-def _bench_rowwise(op: str, width: int, rows: int, backend: str, reps: int, device: torch.device,
-                   dtype: torch.dtype) -> None:
-    """Forward and forward+backward of swiglu or residual_norm on (rows, width), in GB/s moved."""
-    inputs = tuple(torch.randn(rows, width, device=device, dtype=dtype, requires_grad=True) for _ in range(2))
-    weight = torch.ones(width, device=device, dtype=dtype, requires_grad=True)
-    grad = torch.randn(rows, width, device=device, dtype=dtype)
-    if op == "swiglu":
-        def run():
-            return swiglu(*inputs, backend=backend)
-    else:
-        def run():
-            return residual_norm(*inputs, weight, alpha=2.0, backend=backend)
-    # Both read two (rows, width) tensors and write one forward; backward reads three and writes two.
-    forward_bytes, backward_bytes = 3 * inputs[0].nbytes, 5 * inputs[0].nbytes
-    _bench_modes(op, rows, backend, device, reps, inputs, [
-        ("fwd", run, lambda ms: f"{forward_bytes / ms / 1e6:.4g} GB/s"),
-        ("fwd+bwd", lambda: run().backward(grad), lambda ms: f"{(forward_bytes + backward_bytes) / ms / 1e6:.4g} GB/s"),
-    ])
+def _bench(args: argparse.Namespace) -> int:
+    return bench.run(_device(args.device), DTYPES[args.dtype] if args.dtype else None, seq_lens=args.seq_lens,
+                     tokens=args.tokens, heads=args.heads, head_dim=args.head_dim, causal=not args.no_causal,
+                     swiglu_width=args.swiglu_width, norm_width=args.norm_width, reps=args.reps)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -404,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     verify_cmd.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     verify_cmd.add_argument("--backend", default="all", choices=["all", "triton", "torch"])
     verify_cmd.add_argument("--dtypes", help="comma-separated: fp32,fp16,bf16 (default: all three)")
-    verify_cmd.set_defaults(run=verify)
+    verify_cmd.set_defaults(run=_verify)
 
     bench_cmd = commands.add_parser("bench", help="time backends against SDPA and naive attention")
     bench_cmd.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
@@ -419,18 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     bench_cmd.add_argument("--swiglu-width", type=int, default=2048)
     bench_cmd.add_argument("--norm-width", type=int, default=768)
     bench_cmd.add_argument("--reps", type=int, default=20)
-    bench_cmd.set_defaults(run=bench)
+    bench_cmd.set_defaults(run=_bench)
     return parser
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if any(value <= 0 for value in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: lengths must be positive")
-    return values
 
 
 def main(argv: list[str] | None = None) -> int:

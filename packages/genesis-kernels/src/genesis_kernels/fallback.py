@@ -98,19 +98,6 @@ def residual_norm_matvec(x: torch.Tensor, fx: torch.Tensor, norm_weight: torch.T
     return h, matvec(h, weight)
 
 
-def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
-                    softmax_scale: float | None = None) -> torch.Tensor:
-    """Attention that materializes the (q_len, k_len) score matrix: the quadratic-memory baseline of
-    ``genesis-kernels bench`` and of the memory test."""
-    k, v = repeat_kv_heads(q, k, v)
-    scale = softmax_scale if softmax_scale is not None else q.shape[-1] ** -0.5
-    scores = (q @ k.transpose(-2, -1)) * scale
-    if causal:
-        mask = bottom_right_causal_mask(q.shape[-2], k.shape[-2], q.device)
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
-
-
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """silu(gate) * up."""
     return F.silu(gate) * up
