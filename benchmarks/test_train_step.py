@@ -7,12 +7,11 @@ Both sides use the same loss and the same optimizer, so the models are what diff
 "floor": the step's matrix products and attention alone (see test_train_step_floor)."""
 
 import contextlib
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
-from genesis_kernels.dispatch import BACKEND_ENV
+from genesis_kernels.dispatch import OPS, prefer
 from genesis_model.config import projection_shapes, train_flops_per_token
 
 from benchmarks.workloads import (
@@ -40,9 +39,9 @@ CASES = [
     on_device("cpu", "small", "compiled", reason=CPU_ONLY),
     on_device("cuda", "deep_narrow_40", "bf16", reason=CUDA_ONLY),
 ]
-# On a GPU the product's step (auto's kernel choice) is also timed with each kernel backend forced, in the same run:
-# the per-op benchmarks alone set auto's Hopper preference, and one genesis-train run per path on two H200 leases
-# (128k tokens/s with the Triton kernels, 111k with the torch path) disagreed with them.
+# On a GPU the product's step (auto's kernel choice) is also timed with auto set to each kernel backend for every op
+# (`dispatch.prefer`), in the same run: the per-op benchmarks alone set auto's Hopper preference, and whole training
+# runs on each path disagreed with them (benchmarks/RESULTS.md).
 BACKEND_IMPLS = {"genesis-triton": "triton", "genesis-torch": "torch"} if DEVICE.type == "cuda" else {}
 # (timed rounds, warmup rounds): a tiny step takes ~0.5 s and a small one ~2 s on the 2-core CPU machine, compiling
 # ~40 s (in the first warmup round).
@@ -57,10 +56,11 @@ def training_step(impl: str, model, optimizer, tokens: torch.Tensor, mode: str):
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     forward = torch.compile(model) if mode == "compiled" else model
     autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=mode == "bf16")
+    # A backend-forced implementation sets auto's choice of every op for its own step only.
     backend = BACKEND_IMPLS.get(impl)
 
     def step():
-        with kernel_backend(backend):
+        with prefer({op: backend for op in OPS}) if backend else contextlib.nullcontext():
             with autocast:
                 logits = logits_of(impl, forward, inputs)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
@@ -69,23 +69,6 @@ def training_step(impl: str, model, optimizer, tokens: torch.Tensor, mode: str):
         optimizer.zero_grad(set_to_none=True)
 
     return step
-
-
-@contextlib.contextmanager
-def kernel_backend(backend: str | None):
-    """genesis-kernels' backend forced to `backend` for the calls inside (None: as the environment says)."""
-    if backend is None:
-        yield
-        return
-    saved = os.environ.get(BACKEND_ENV)
-    os.environ[BACKEND_ENV] = backend
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ[BACKEND_ENV]
-        else:
-            os.environ[BACKEND_ENV] = saved
 
 
 @pytest.mark.parametrize(("preset", "mode"), CASES)

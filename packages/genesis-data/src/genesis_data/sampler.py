@@ -12,8 +12,8 @@ Each batch holds one task, drawn by ``weights``:
 
 A batch is a dict: ``task`` (its name) and, by task, the tensors ``BATCH_SEQUENCES`` below names (the one
 statement of what the model's forward receives). Pair and triplet tasks are padded on the right with the pad id to
-their longest sequence (never more than ``block_size``); masks are True on real tokens. Everything is precomputed as index arrays over the
-tokenized corpus, so a batch is a few numpy gathers. Only verses outside the validation chapters are ever
+their longest sequence (never more than ``block_size``); masks are True on real tokens. Everything is precomputed
+as index arrays over the tokenized corpus, so a batch is a few numpy gathers. Only verses outside the validation chapters are ever
 sampled for training. ``validation_batches`` gives batches of any task built the same way from the held-out
 chapters, and ``parallel_verses`` the same held-out verses in two translations.
 

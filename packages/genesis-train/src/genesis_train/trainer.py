@@ -399,15 +399,21 @@ class Trainer:
             for kind in ("loss", "accuracy"):
                 outputs[f"{kind}_{batch['task']}"].append(out[kind].detach())
         self.scaler.unscale_(self.optimizer)
-        if self.sharded:
-            self._drop_unreached_gradients()
         # Clipping computes the global gradient norm; with clipping off, an infinite bound only measures it.
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
         if self.grokfast is None:
             grad_norm = whole(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         else:  # on the whole step's true (unscaled) gradient, before clipping bounds it; never a non-finite one
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
-        numbers, tokens = self._step_numbers(outputs, tokens, grad_norm)
+        # Under FSDP a parameter no micro-batch reached (another task's head) has a zero gradient where one process
+        # has none and AdamW leaves it alone: those go back to None, so that the sharded step is the same step. The
+        # gradients' sizes (L1: zero only when all zero, defined for a rank's empty shard) join the step's collective.
+        with_grads = [p for p in self.model.parameters() if p.grad is not None] if self.sharded else []
+        sizes = torch.stack(torch._foreach_norm([local_part(p.grad) for p in with_grads], 1)) if with_grads else None
+        numbers, tokens, reached = self._step_numbers(outputs, tokens, grad_norm, sizes)
+        for p, size in zip(with_grads, reached):
+            if size == 0:
+                p.grad = None
         bad_losses = [(name.removeprefix("loss_"), total) for name, (total, _) in numbers.items()
                       if name.startswith("loss_") and not math.isfinite(total)]
         finite = not bad_losses and math.isfinite(numbers["grad_norm"][0])
@@ -423,18 +429,6 @@ class Trainer:
         self._count_skipped(finite, bad_losses, numbers)
         return numbers, tokens
 
-    def _drop_unreached_gradients(self) -> None:
-        """In one process a parameter that no micro-batch of the step reached (another task's head) has no gradient,
-        and AdamW leaves it alone; FSDP reduces zeros for it instead. Those gradients (zero on every rank) go back
-        to None, so that the sharded step is the same step."""
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        # The L1 norm: zero only for an all-zero gradient, and defined for a rank's empty shard of a tiny tensor.
-        sizes = torch.stack(torch._foreach_norm([local_part(p.grad) for p in params], 1))
-        reached = self.dist.sum(sizes.float()).tolist()
-        for p, size in zip(params, reached):
-            if size == 0:
-                p.grad = None
-
     def _gradient_sync(self, last: bool) -> contextlib.AbstractContextManager:
         """Whether this micro-batch's backward reduces gradients across ranks (the last of a step) or only
         accumulates them here."""
@@ -444,21 +438,22 @@ class Trainer:
             return self.train_model.no_sync()
         return contextlib.nullcontext()
 
-    def _step_numbers(self, outputs: dict[str, list[torch.Tensor]], tokens: int,
-                      grad_norm: torch.Tensor) -> tuple[dict[str, list[float]], int]:
-        """The step's [sum, count] by name over every rank, its tokens, and its gradient norm (the same on every
-        rank once DDP has averaged the gradients): one collective and one host sync a step, the price of never
-        letting a non-finite step reach the weights."""
+    def _step_numbers(self, outputs: dict[str, list[torch.Tensor]], tokens: int, grad_norm: torch.Tensor,
+                      extra: torch.Tensor | None = None) -> tuple[dict[str, list[float]], int, list[float]]:
+        """The step's [sum, count] by name over every rank, its tokens, its gradient norm (the same on every rank
+        once the gradients are reduced) and the sums of `extra` over the ranks: one collective and one host sync a
+        step, the price of never letting a non-finite step reach the weights."""
         names = [f"{kind}_{task}" for task in self.sampler.tasks for kind in ("loss", "accuracy")]
         zero = grad_norm.new_zeros((), dtype=torch.float32)
         sums = [torch.stack(outputs[n]).float().sum() if n in outputs else zero for n in names]
         counts = torch.tensor([len(outputs.get(n, ())) for n in names] + [tokens], dtype=torch.float32)
-        totals = self.dist.sum(torch.cat([torch.stack([*sums, grad_norm.float()]), counts.to(zero.device)]))
+        extra = zero.new_zeros(0) if extra is None else extra.float()
+        totals = self.dist.sum(torch.cat([torch.stack([*sums, grad_norm.float()]), counts.to(zero.device), extra]))
         values = totals.tolist()
         n = len(names)
         numbers = {name: [values[i], int(values[n + 1 + i])] for i, name in enumerate(names) if values[n + 1 + i]}
         numbers["grad_norm"] = [values[n] / self.dist.world_size, 1]
-        return numbers, int(values[-1])
+        return numbers, int(values[2 * n + 1]), values[2 * n + 2:]
 
     def _state_bytes(self) -> int:
         """Bytes of the parameters and optimizer state this rank holds (its shards under --fsdp)."""
