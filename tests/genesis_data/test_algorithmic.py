@@ -13,7 +13,6 @@ import torch
 from genesis_model import GenesisTokenizer
 
 from genesis_data.algorithmic import ModularArithmetic
-from genesis_data.tokenizer import SPECIAL_TOKENS
 
 P = 97
 SMALL = {"modulus": 11, "train_fraction": 0.5, "batch_size": 7}  # 60 training equations: epochs end mid-batch
@@ -105,7 +104,7 @@ def test_attributes_the_trainer_reads():
     source = ModularArithmetic(P, batch_size=128)
     assert source.tasks == ["lm"] and source.validation_tasks == ["lm"] and source.weights == {"lm": 1.0}
     assert source.block_size == 5 and source.batch_size == 128
-    assert source.vocab_size == P + 5 + len(SPECIAL_TOKENS)
+    assert source.vocab_size == 111  # 97 numbers, + - * /, =, 5 special tokens and 4 reserved ids
     assert iter(source) is source
     batch = next(source)
     assert batch["input_ids"].shape == (128, 5)

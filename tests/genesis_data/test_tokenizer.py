@@ -6,8 +6,8 @@ from tokenizers import Tokenizer
 
 from genesis_data.corpus import Corpus, Translation
 from genesis_data.tokenizer import (
+    ADDED_SPECIAL_TOKENS,
     ATOMIC_WORDS,
-    SPECIAL_TOKENS,
     encode_verses,
     load_or_train_tokenizer,
     special_token_ids,
@@ -45,8 +45,9 @@ def tokenizer(request, bpe, char) -> Tokenizer:
 
 
 def test_special_tokens_have_fixed_ids(tokenizer):
-    assert special_token_ids(tokenizer) == {role: index for index, role in enumerate(SPECIAL_TOKENS)}
-    assert tokenizer.id_to_token(0) == "<|pad|>"
+    assert special_token_ids(tokenizer) == {"pad": 0, "bos": 1, "eos": 2, "sep": 3, "unk": 4}
+    assert [tokenizer.id_to_token(index) for index in range(5, 9)] == [f"<|reserved_{i}|>" for i in range(4)]
+    assert tokenizer.decode([1, 5, 8, 2]) == ""  # every special and reserved id is skipped by decode
 
 
 def test_round_trip_is_exact(tokenizer):
@@ -78,7 +79,7 @@ def test_file_is_a_plain_hf_tokenizer(builtin_bpe):
     document = json.loads(builtin_bpe.read_text())
     assert document["model"]["type"] == "BPE"
     added = {token["content"]: token for token in document["added_tokens"]}
-    assert all(added[token]["special"] for token in SPECIAL_TOKENS.values())
+    assert all(added[token]["special"] for token in ADDED_SPECIAL_TOKENS)
     assert all(not added[word]["special"] for word in ATOMIC_WORDS)
 
 

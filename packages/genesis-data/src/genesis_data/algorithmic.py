@@ -4,13 +4,13 @@
 task, ``lm``). Its data is every equation ``a op b = c`` with a and b in [0, p) and c = a op b mod p,
 split once into training and held-out equations; the model has to predict c.
 
-Token ids (vocabulary size p + 5 + len(SPECIAL_TOKENS), 111 for p = 97):
+Token ids (vocabulary size p + 5 + len(ADDED_SPECIAL_TOKENS), 111 for p = 97):
 
 * 0 .. p-1: the numbers, so a number's id is its value;
 * p .. p+3: the operations ``+ - * /`` (all four whatever the operation, so one tokenizer serves a modulus);
 * p+4: ``=``;
-* p+5 ..: the special tokens of ``genesis_data.tokenizer.SPECIAL_TOKENS`` in their order (``<|pad|>``,
-  ``<|bos|>``, ...), so genesis-model's ``GenesisTokenizer`` finds the ones it needs.
+* p+5 ..: the special tokens of ``genesis_data.tokenizer.ADDED_SPECIAL_TOKENS`` in their order (``<|pad|>``,
+  ``<|bos|>``, ..., the reserved ones), so genesis-model's ``GenesisTokenizer`` finds the ones it needs.
 
 A sequence is ``<|bos|> a op b =`` with labels ``-100 -100 -100 -100 c`` (block_size 5): the "a ∘ b =" of
 Power et al., led by ``<|bos|>`` because ``GenesisTokenizer.encode`` starts every prompt with it, so
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-from genesis_data.tokenizer import SPECIAL_TOKENS
+from genesis_data.tokenizer import ADDED_SPECIAL_TOKENS, SPECIAL_TOKENS
 
 OPERATIONS = ("+", "-", "*", "/")
 EQUALS = "="
@@ -65,7 +65,7 @@ class ModularArithmetic:
         self.operation = operation
         self.train_fraction = train_fraction
 
-        self.vocabulary = [*map(str, range(p)), *OPERATIONS, EQUALS, *SPECIAL_TOKENS.values()]
+        self.vocabulary = [*map(str, range(p)), *OPERATIONS, EQUALS, *ADDED_SPECIAL_TOKENS]
         self.vocab_size = len(self.vocabulary)
         self.bos_id = self.vocabulary.index(SPECIAL_TOKENS["bos"])
         self.operation_id = p + OPERATIONS.index(operation)
@@ -181,7 +181,7 @@ class ModularArithmetic:
         tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk"]))
         # Whitespace splits "12+7=" as well as "12 + 7 =" into numbers and symbols.
         tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-        specials = [AddedToken(token, normalized=False, special=True) for token in SPECIAL_TOKENS.values()]
+        specials = [AddedToken(token, normalized=False, special=True) for token in ADDED_SPECIAL_TOKENS]
         tokenizer.add_special_tokens(specials)
         # WordPiece's decoder without cleanup joins tokens with spaces (no token starts with its "##" prefix).
         tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)

@@ -3,7 +3,8 @@
 The file loads with ``tokenizers.Tokenizer.from_file`` alone, so genesis-model needs no genesis-data code at
 inference. Both kinds share:
 
-* special tokens (``SPECIAL_TOKENS``; ``<|pad|>`` is id 0), skipped by ``decode``;
+* special tokens (``ADDED_SPECIAL_TOKENS``: the roles of ``SPECIAL_TOKENS``, ``<|pad|>`` is id 0, then four
+  reserved ids), skipped by ``decode``;
 * ``ATOMIC_WORDS``: "Jehovah" is one token, never split, wherever it stands ("Jehovah,", "(Jehovah)",
   "Jehovah's", line start, inside "Jehovah-jireh"). It is an added token, matched before pre-tokenization,
   so the space before it is its own token rather than part of a "ĠJehovah" merge. Case matters: the
@@ -35,21 +36,22 @@ from genesis_data.progress import terminal_bars, track
 if TYPE_CHECKING:
     from genesis_data.corpus import Corpus
 
-# The four task tokens are in no batch today; they keep their ids because removing them would renumber every token
-# after them, in every tokenizer and checkpoint already written.
 SPECIAL_TOKENS: dict[str, str] = {
     "pad": "<|pad|>",
     "bos": "<|bos|>",
     "eos": "<|eos|>",
     "sep": "<|sep|>",
     "unk": "<|unk|>",
-    "lm": "<|lm|>",
-    "coherence": "<|coherence|>",
-    "xref": "<|xref|>",
-    "paraphrase": "<|paraphrase|>",
 }
+# Ids 5-8 are reserved: no batch holds them. They keep the ids of every tokenizer and checkpoint already written
+# (removing them would renumber every token after them) and leave room for control tokens without renumbering.
+RESERVED_TOKENS: tuple[str, ...] = tuple(f"<|reserved_{index}|>" for index in range(4))
+# Every special token in id order: the roles, then the reserved ids.
+ADDED_SPECIAL_TOKENS: tuple[str, ...] = (*SPECIAL_TOKENS.values(), *RESERVED_TOKENS)
 ATOMIC_WORDS: tuple[str, ...] = ("Jehovah", "JEHOVAH")
 TOKENIZER_KINDS = ("bpe", "char")
+# Raised whenever train_bpe_tokenizer or train_char_tokenizer would write a different file for the same corpus.
+TOKENIZER_FORMAT = 2
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def _add_atomic_words(tokenizer: Tokenizer) -> None:
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     """Byte-level BPE with ``vocab_size`` entries in all, special and atomic tokens included."""
-    minimum = len(SPECIAL_TOKENS) + len(ATOMIC_WORDS) + 256
+    minimum = len(ADDED_SPECIAL_TOKENS) + len(ATOMIC_WORDS) + 256
     if vocab_size < minimum:
         raise ValueError(f"--vocab-size {vocab_size}: a byte-level BPE needs at least {minimum} (specials + bytes)")
     tokenizer = Tokenizer(models.BPE())
@@ -74,7 +76,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(ATOMIC_WORDS),
-        special_tokens=list(SPECIAL_TOKENS.values()),
+        special_tokens=list(ADDED_SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=terminal_bars(),  # its own bars, the merges included
     )
@@ -89,24 +91,25 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
 def train_char_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     """One token per character for the ``vocab_size`` minus 256 minus specials most frequent characters;
     rarer characters are spelled as UTF-8 byte tokens (``<0xE7>``) so any text still round-trips."""
-    budget = vocab_size - len(SPECIAL_TOKENS) - len(ATOMIC_WORDS) - len(_BYTE_TOKENS)
+    budget = vocab_size - len(ADDED_SPECIAL_TOKENS) - len(ATOMIC_WORDS) - len(_BYTE_TOKENS)
     if budget < 1:
         raise ValueError(f"--vocab-size {vocab_size}: a character tokenizer needs more than {vocab_size - budget}")
     counts: Counter[str] = Counter()
     for text in texts:
         counts.update(" " + text)
     characters = [char for char, _ in counts.most_common(budget)]
-    vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS.values(), *ATOMIC_WORDS, *_BYTE_TOKENS, *sorted(characters)])}
+    vocab = {token: index for index, token in enumerate([*ADDED_SPECIAL_TOKENS, *ATOMIC_WORDS, *_BYTE_TOKENS, *sorted(characters)])}
     # A BPE without merges is a character model; it is the HF model that offers byte fallback.
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
-    tokenizer.add_special_tokens([AddedToken(token, normalized=False, special=True) for token in SPECIAL_TOKENS.values()])
+    tokenizer.add_special_tokens([AddedToken(token, normalized=False, special=True) for token in ADDED_SPECIAL_TOKENS])
     _add_atomic_words(tokenizer)
     tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
     return tokenizer
 
 
 def tokenizer_cache_path(corpus: Corpus, kind: str, vocab_size: int, cache_dir: Path) -> Path:
-    return Path(cache_dir) / "tokenizers" / f"{kind}-{vocab_size}-{corpus.fingerprint}.json"
+    # TOKENIZER_FORMAT in the name: a tokenizer cached by an older version is not taken for this version's.
+    return Path(cache_dir) / "tokenizers" / f"{kind}-{vocab_size}-{corpus.fingerprint}-v{TOKENIZER_FORMAT}.json"
 
 
 def load_or_train_tokenizer(corpus: Corpus, kind: str = "bpe", vocab_size: int = 8192, cache_dir: str | Path | None = None) -> Path:

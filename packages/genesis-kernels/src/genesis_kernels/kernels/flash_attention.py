@@ -72,6 +72,12 @@ def family_launch_configs(family: str, head_dim: int, q_len: int,
 
 
 @triton.jit
+def _tile(base, positions, offs_d, stride_s, stride_d):
+    """Pointers to a (positions x head dims) tile of one batch and head, whose first element is at base."""
+    return base + positions[:, None] * stride_s + offs_d[None, :] * stride_d
+
+
+@triton.jit
 def _forward_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, rows, offs_n, offs_d, dim_ok, k_len,
                   causal_offset, stride_ks, stride_kd, stride_vs, stride_vd, qk_scale,
                   CAUSAL: tl.constexpr, MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr):
@@ -82,13 +88,12 @@ def _forward_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, rows, offs_
     if MASKED:
         k_t = tl.load(k_base + cols[None, :] * stride_ks + offs_d[:, None] * stride_kd,
                       mask=col_ok[None, :] & dim_ok[:, None], other=0.0)
-        v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :] * stride_vd,
-                    mask=col_ok[:, None] & dim_ok[None, :], other=0.0)
+        v = tl.load(_tile(v_base, cols, offs_d, stride_vs, stride_vd), mask=col_ok[:, None] & dim_ok[None, :],
+                    other=0.0)
     else:
         k_t = tl.load(k_base + cols[None, :] * stride_ks + offs_d[:, None] * stride_kd, mask=dim_ok[:, None],
                       other=0.0)
-        v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=dim_ok[None, :],
-                    other=0.0)
+        v = tl.load(_tile(v_base, cols, offs_d, stride_vs, stride_vd), mask=dim_ok[None, :], other=0.0)
     # Scores in base 2: exp2(s * scale * log2 e) == exp(s * scale).
     scores = tl.dot(q, k_t, input_precision=DOT_PRECISION) * qk_scale
     if MASKED:
@@ -106,6 +111,28 @@ def _forward_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, rows, offs_
 
 
 @triton.jit
+def _program_heads(num_heads, group_size):
+    """This program's (batch * num_heads + head, batch, query head, key/value head), from grid axis 1."""
+    batch_head = tl.program_id(1)
+    head = batch_head % num_heads
+    return batch_head, batch_head // num_heads, head, head // group_size
+
+
+@triton.jit
+def _key_block_bounds(row_start, q_len, k_len, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Bottom-right causal alignment: query i sees key j iff j <= i + causal_offset. For the query block from
+    row_start, key blocks below unmasked_end are seen whole by every row; blocks from k_end on by none (skipped)."""
+    causal_offset = k_len - q_len
+    if CAUSAL:
+        k_end = tl.minimum(k_len, row_start + BLOCK_M + causal_offset)
+        unmasked_end = tl.minimum(k_len, row_start + causal_offset + 1) // BLOCK_N * BLOCK_N
+    else:
+        k_end = k_len
+        unmasked_end = k_len // BLOCK_N * BLOCK_N
+    return causal_offset, k_end, unmasked_end
+
+
+@triton.jit
 def attention_forward_kernel(
     Q, K, V, O, LSE,
     stride_qb, stride_qh, stride_qs, stride_qd,
@@ -116,33 +143,20 @@ def attention_forward_kernel(
     CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    block_m = tl.program_id(0)
-    batch_head = tl.program_id(1)
-    batch = batch_head // num_heads
-    head = batch_head % num_heads
-    kv_head = head // group_size
-
-    row_start = block_m * BLOCK_M
+    batch_head, batch, head, kv_head = _program_heads(num_heads, group_size)
+    row_start = tl.program_id(0) * BLOCK_M
     rows = row_start + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = rows < q_len
     dim_ok = offs_d < head_dim
 
-    q = tl.load(Q + batch * stride_qb + head * stride_qh + rows[:, None] * stride_qs + offs_d[None, :] * stride_qd,
+    q = tl.load(_tile(Q + batch * stride_qb + head * stride_qh, rows, offs_d, stride_qs, stride_qd),
                 mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
     k_base = K + batch * stride_kb + kv_head * stride_kh
     v_base = V + batch * stride_vb + kv_head * stride_vh
 
-    # Bottom-right causal alignment: query i sees key j iff j <= i + causal_offset. Key blocks below
-    # unmasked_end are seen whole by every row here; blocks from k_end on by none (they are skipped).
-    causal_offset = k_len - q_len
-    if CAUSAL:
-        k_end = tl.minimum(k_len, row_start + BLOCK_M + causal_offset)
-        unmasked_end = tl.minimum(k_len, row_start + causal_offset + 1) // BLOCK_N * BLOCK_N
-    else:
-        k_end = k_len
-        unmasked_end = k_len // BLOCK_N * BLOCK_N
+    causal_offset, k_end, unmasked_end = _key_block_bounds(row_start, q_len, k_len, CAUSAL, BLOCK_M, BLOCK_N)
 
     row_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     row_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -157,7 +171,7 @@ def attention_forward_kernel(
             stride_ks, stride_kd, stride_vs, stride_vd, qk_scale, CAUSAL, True, DOT_PRECISION)
 
     out = acc / row_sum[:, None]
-    tl.store(O + batch * stride_ob + head * stride_oh + rows[:, None] * stride_os + offs_d[None, :] * stride_od,
+    tl.store(_tile(O + batch * stride_ob + head * stride_oh, rows, offs_d, stride_os, stride_od),
              out.to(O.dtype.element_ty), mask=row_ok[:, None] & dim_ok[None, :])
     tl.store(LSE + batch_head * q_len + rows, row_max + tl.log2(row_sum), mask=row_ok)
 
@@ -170,17 +184,14 @@ def attention_backward_delta_kernel(
     num_heads, q_len, head_dim,
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    block_m = tl.program_id(0)
-    batch_head = tl.program_id(1)
-    batch = batch_head // num_heads
-    head = batch_head % num_heads
-    rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    batch_head, batch, head, _ = _program_heads(num_heads, 1)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mask = (rows[:, None] < q_len) & (offs_d[None, :] < head_dim)
-    o = tl.load(O + batch * stride_ob + head * stride_oh + rows[:, None] * stride_os + offs_d[None, :] * stride_od,
+    o = tl.load(_tile(O + batch * stride_ob + head * stride_oh, rows, offs_d, stride_os, stride_od),
                 mask=mask, other=0.0).to(tl.float32)
-    do = tl.load(DO + batch * stride_dob + head * stride_doh + rows[:, None] * stride_dos
-                 + offs_d[None, :] * stride_dod, mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(_tile(DO + batch * stride_dob + head * stride_doh, rows, offs_d, stride_dos, stride_dod),
+                 mask=mask, other=0.0).to(tl.float32)
     tl.store(DELTA + batch_head * q_len + rows, tl.sum(o * do, 1), mask=rows < q_len)
 
 
@@ -201,8 +212,8 @@ def _dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, start_m, off
         q_mask = dim_ok[None, :]
         lse = tl.load(lse_base + rows)
         delta = tl.load(delta_base + rows)
-    q = tl.load(q_base + rows[:, None] * stride_qs + offs_d[None, :] * stride_qd, mask=q_mask, other=0.0)
-    do = tl.load(do_base + rows[:, None] * stride_dos + offs_d[None, :] * stride_dod, mask=q_mask, other=0.0)
+    q = tl.load(_tile(q_base, rows, offs_d, stride_qs, stride_qd), mask=q_mask, other=0.0)
+    do = tl.load(_tile(do_base, rows, offs_d, stride_dos, stride_dod), mask=q_mask, other=0.0)
 
     # Transposed probabilities P^T (keys x queries), recomputed from the saved log-sum-exp.
     p_t = tl.exp2(tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale - lse[None, :])
@@ -232,22 +243,17 @@ def attention_backward_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     # One key block of one query head; dK and dV land in per-query-head buffers (summed over GQA groups later).
-    block_n = tl.program_id(0)
-    batch_head = tl.program_id(1)
-    batch = batch_head // num_heads
-    head = batch_head % num_heads
-    kv_head = head // group_size
-
-    col_start = block_n * BLOCK_N
+    batch_head, batch, head, kv_head = _program_heads(num_heads, group_size)
+    col_start = tl.program_id(0) * BLOCK_N
     cols = col_start + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     col_ok = cols < k_len
     dim_ok = offs_d < head_dim
     kv_mask = col_ok[:, None] & dim_ok[None, :]
-    k = tl.load(K + batch * stride_kb + kv_head * stride_kh + cols[:, None] * stride_ks + offs_d[None, :] * stride_kd,
+    k = tl.load(_tile(K + batch * stride_kb + kv_head * stride_kh, cols, offs_d, stride_ks, stride_kd),
                 mask=kv_mask, other=0.0)
-    v = tl.load(V + batch * stride_vb + kv_head * stride_vh + cols[:, None] * stride_vs + offs_d[None, :] * stride_vd,
+    v = tl.load(_tile(V + batch * stride_vb + kv_head * stride_vh, cols, offs_d, stride_vs, stride_vd),
                 mask=kv_mask, other=0.0)
     q_base = Q + batch * stride_qb + head * stride_qh
     do_base = DO + batch * stride_dob + head * stride_doh
@@ -282,9 +288,9 @@ def attention_backward_dkdv_kernel(
                             qk_scale, CAUSAL, True, DOT_PRECISION)
 
     dk *= softmax_scale
-    tl.store(DK + batch * stride_dkb + head * stride_dkh + cols[:, None] * stride_dks + offs_d[None, :] * stride_dkd,
+    tl.store(_tile(DK + batch * stride_dkb + head * stride_dkh, cols, offs_d, stride_dks, stride_dkd),
              dk.to(DK.dtype.element_ty), mask=kv_mask)
-    tl.store(DV + batch * stride_dvb + head * stride_dvh + cols[:, None] * stride_dvs + offs_d[None, :] * stride_dvd,
+    tl.store(_tile(DV + batch * stride_dvb + head * stride_dvh, cols, offs_d, stride_dvs, stride_dvd),
              dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
@@ -299,8 +305,8 @@ def _dq_tile(dq, q, do, lse, delta, k_base, v_base, start_n, rows, row_ok, offs_
         kv_mask = col_ok[:, None] & dim_ok[None, :]
     else:
         kv_mask = dim_ok[None, :]
-    k = tl.load(k_base + cols[:, None] * stride_ks + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.0)
-    v = tl.load(v_base + cols[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.0)
+    k = tl.load(_tile(k_base, cols, offs_d, stride_ks, stride_kd), mask=kv_mask, other=0.0)
+    v = tl.load(_tile(v_base, cols, offs_d, stride_vs, stride_vd), mask=kv_mask, other=0.0)
 
     p = tl.exp2(tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale - lse[:, None])
     if MASKED:
@@ -326,36 +332,25 @@ def attention_backward_dq_kernel(
     CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    block_m = tl.program_id(0)
-    batch_head = tl.program_id(1)
-    batch = batch_head // num_heads
-    head = batch_head % num_heads
-    kv_head = head // group_size
-
-    row_start = block_m * BLOCK_M
+    batch_head, batch, head, kv_head = _program_heads(num_heads, group_size)
+    row_start = tl.program_id(0) * BLOCK_M
     rows = row_start + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = rows < q_len
     dim_ok = offs_d < head_dim
     q_mask = row_ok[:, None] & dim_ok[None, :]
-    q = tl.load(Q + batch * stride_qb + head * stride_qh + rows[:, None] * stride_qs + offs_d[None, :] * stride_qd,
+    q = tl.load(_tile(Q + batch * stride_qb + head * stride_qh, rows, offs_d, stride_qs, stride_qd),
                 mask=q_mask, other=0.0)
-    do = tl.load(DO + batch * stride_dob + head * stride_doh + rows[:, None] * stride_dos
-                 + offs_d[None, :] * stride_dod, mask=q_mask, other=0.0)
+    do = tl.load(_tile(DO + batch * stride_dob + head * stride_doh, rows, offs_d, stride_dos, stride_dod),
+                 mask=q_mask, other=0.0)
     lse = tl.load(LSE + batch_head * q_len + rows, mask=row_ok, other=0.0)
     delta = tl.load(DELTA + batch_head * q_len + rows, mask=row_ok, other=0.0)
     k_base = K + batch * stride_kb + kv_head * stride_kh
     v_base = V + batch * stride_vb + kv_head * stride_vh
 
     # The same split of key blocks as the forward. Padding query rows need no mask: their dQ is never stored.
-    causal_offset = k_len - q_len
-    if CAUSAL:
-        k_end = tl.minimum(k_len, row_start + BLOCK_M + causal_offset)
-        unmasked_end = tl.minimum(k_len, row_start + causal_offset + 1) // BLOCK_N * BLOCK_N
-    else:
-        k_end = k_len
-        unmasked_end = k_len // BLOCK_N * BLOCK_N
+    causal_offset, k_end, unmasked_end = _key_block_bounds(row_start, q_len, k_len, CAUSAL, BLOCK_M, BLOCK_N)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start_n in range(0, unmasked_end, BLOCK_N):
@@ -368,7 +363,7 @@ def attention_backward_dq_kernel(
                       CAUSAL, True, DOT_PRECISION)
 
     dq *= softmax_scale
-    tl.store(DQ + batch * stride_dqb + head * stride_dqh + rows[:, None] * stride_dqs + offs_d[None, :] * stride_dqd,
+    tl.store(_tile(DQ + batch * stride_dqb + head * stride_dqh, rows, offs_d, stride_dqs, stride_dqd),
              dq.to(DQ.dtype.element_ty), mask=q_mask)
 
 
