@@ -6,6 +6,7 @@ A block is marked by the HTML comment on the line before it: `<!-- tested by tes
 they name must be one the commands before them write), with `hatch run [env:]` dropped (this is that environment).
 """
 
+import json
 import os
 import re
 import shlex
@@ -98,6 +99,20 @@ def test_genesis_train_readme_commands(tmp_path, cache_dir):
             continue
         assert done.returncode == 0, f"{' '.join(command)}: {done.stderr[-2000:]}"
     assert (tmp_path / "runs" / "tiny" / "plot.png").is_file()
+
+
+def test_grokfast_on_the_papers_model(tmp_path):
+    (command,) = block("README.md", "hatch run test:python examples/grokfast_reference.py")
+    command = [word.replace("examples/", f"{REPO}/examples/") for word in command]
+    done = run(command, tmp_path, ["--steps", "100", "--seeds", "0"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.loads((tmp_path / "runs" / "grokfast_reference" / "summary.json").read_text())
+    assert list(runs) == ["seed 0 grokfast", "seed 0 plain"]
+    for run_ in runs.values():  # 100 steps: two evaluations, far from memorizing
+        assert [point[0] for point in run_["curve"]] == [50, 100] and run_["steps"] == 100
+        assert run_["train_99"] is None and all(0 <= value <= 1 for point in run_["curve"] for value in point[1:])
+    # The same seed starts from the same model and split, so the first evaluations differ by the filter alone.
+    assert runs["seed 0 grokfast"]["curve"] != runs["seed 0 plain"]["curve"]
 
 
 def _has_cuda() -> bool:
