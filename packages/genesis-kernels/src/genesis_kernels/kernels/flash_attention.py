@@ -119,6 +119,17 @@ def _program_heads(num_heads, group_size):
 
 
 @triton.jit
+def _block(start, length, head_dim, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Positions start .. start + BLOCK - 1 of a sequence of `length` with the head dims: (positions, which positions
+    exist, head-dim offsets, which offsets exist, the mask of the (positions x dims) tile)."""
+    positions = start + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    ok = positions < length
+    dim_ok = offs_d < head_dim
+    return positions, ok, offs_d, dim_ok, ok[:, None] & dim_ok[None, :]
+
+
+@triton.jit
 def _key_block_bounds(row_start, q_len, k_len, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Bottom-right causal alignment: query i sees key j iff j <= i + causal_offset. For the query block from
     row_start, key blocks below unmasked_end are seen whole by every row; blocks from k_end on by none (skipped)."""
@@ -145,14 +156,10 @@ def attention_forward_kernel(
 ):
     batch_head, batch, head, kv_head = _program_heads(num_heads, group_size)
     row_start = tl.program_id(0) * BLOCK_M
-    rows = row_start + tl.arange(0, BLOCK_M)
+    rows, row_ok, offs_d, dim_ok, q_mask = _block(row_start, q_len, head_dim, BLOCK_M, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    row_ok = rows < q_len
-    dim_ok = offs_d < head_dim
-
-    q = tl.load(_tile(Q + batch * stride_qb + head * stride_qh, rows, offs_d, stride_qs, stride_qd),
-                mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
+    q = tl.load(_tile(Q + batch * stride_qb + head * stride_qh, rows, offs_d, stride_qs, stride_qd), mask=q_mask,
+                other=0.0)
     k_base = K + batch * stride_kb + kv_head * stride_kh
     v_base = V + batch * stride_vb + kv_head * stride_vh
 
@@ -172,7 +179,7 @@ def attention_forward_kernel(
 
     out = acc / row_sum[:, None]
     tl.store(_tile(O + batch * stride_ob + head * stride_oh, rows, offs_d, stride_os, stride_od),
-             out.to(O.dtype.element_ty), mask=row_ok[:, None] & dim_ok[None, :])
+             out.to(O.dtype.element_ty), mask=q_mask)
     tl.store(LSE + batch_head * q_len + rows, row_max + tl.log2(row_sum), mask=row_ok)
 
 
@@ -185,14 +192,12 @@ def attention_backward_delta_kernel(
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     batch_head, batch, head, _ = _program_heads(num_heads, 1)
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    mask = (rows[:, None] < q_len) & (offs_d[None, :] < head_dim)
+    rows, row_ok, offs_d, _, mask = _block(tl.program_id(0) * BLOCK_M, q_len, head_dim, BLOCK_M, BLOCK_D)
     o = tl.load(_tile(O + batch * stride_ob + head * stride_oh, rows, offs_d, stride_os, stride_od),
                 mask=mask, other=0.0).to(tl.float32)
     do = tl.load(_tile(DO + batch * stride_dob + head * stride_doh, rows, offs_d, stride_dos, stride_dod),
                  mask=mask, other=0.0).to(tl.float32)
-    tl.store(DELTA + batch_head * q_len + rows, tl.sum(o * do, 1), mask=rows < q_len)
+    tl.store(DELTA + batch_head * q_len + rows, tl.sum(o * do, 1), mask=row_ok)
 
 
 @triton.jit
@@ -245,12 +250,8 @@ def attention_backward_dkdv_kernel(
     # One key block of one query head; dK and dV land in per-query-head buffers (summed over GQA groups later).
     batch_head, batch, head, kv_head = _program_heads(num_heads, group_size)
     col_start = tl.program_id(0) * BLOCK_N
-    cols = col_start + tl.arange(0, BLOCK_N)
+    cols, col_ok, offs_d, dim_ok, kv_mask = _block(col_start, k_len, head_dim, BLOCK_N, BLOCK_D)
     offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    col_ok = cols < k_len
-    dim_ok = offs_d < head_dim
-    kv_mask = col_ok[:, None] & dim_ok[None, :]
     k = tl.load(_tile(K + batch * stride_kb + kv_head * stride_kh, cols, offs_d, stride_ks, stride_kd),
                 mask=kv_mask, other=0.0)
     v = tl.load(_tile(V + batch * stride_vb + kv_head * stride_vh, cols, offs_d, stride_vs, stride_vd),
@@ -334,12 +335,8 @@ def attention_backward_dq_kernel(
 ):
     batch_head, batch, head, kv_head = _program_heads(num_heads, group_size)
     row_start = tl.program_id(0) * BLOCK_M
-    rows = row_start + tl.arange(0, BLOCK_M)
+    rows, row_ok, offs_d, dim_ok, q_mask = _block(row_start, q_len, head_dim, BLOCK_M, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    row_ok = rows < q_len
-    dim_ok = offs_d < head_dim
-    q_mask = row_ok[:, None] & dim_ok[None, :]
     q = tl.load(_tile(Q + batch * stride_qb + head * stride_qh, rows, offs_d, stride_qs, stride_qd),
                 mask=q_mask, other=0.0)
     do = tl.load(_tile(DO + batch * stride_dob + head * stride_doh, rows, offs_d, stride_dos, stride_dod),
