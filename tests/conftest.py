@@ -39,3 +39,28 @@ def seeded_rngs(request):
     np.random.seed(seed)
     random.seed(seed)
     return seed
+
+
+def _hidden_states_saved_bytes(model: torch.nn.Module, batch: int, seq: int, autocast: bool = True) -> int:
+    """Bytes of the distinct tensors autograd keeps for backward in a bf16-autocast (or fp32) forward of a GenesisLM's
+    blocks (`hidden_states` of random ids), its weights excluded."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    ids = torch.randint(0, model.config.vocab_size, (batch, seq))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            model.hidden_states(ids)
+    return sum(nbytes for pointer, nbytes in saved.items() if pointer not in parameters)
+
+
+@pytest.fixture
+def hidden_states_saved_bytes():
+    """measure(model, batch, seq, autocast=True): what a model's blocks keep for backward (genesis-model's activation
+    estimate and genesis-train's activation checkpointing are both checked against it)."""
+    return _hidden_states_saved_bytes

@@ -1,10 +1,8 @@
-
 import pytest
 import torch
 
 from genesis_model import PRESETS, GenesisLM, ModelConfig, MultiTaskModel
 from genesis_model.config import activation_bytes_per_token_per_layer, swiglu_hidden_size, training_memory
-from genesis_train.activation_checkpointing import apply_activation_checkpointing
 
 # (layers, width, heads) exactly as the original design lists them, plus the CPU presets.
 SEED_SHAPES = {
@@ -83,43 +81,19 @@ def test_parameter_count_by_hand_for_tiny():
     assert PRESETS["tiny"].num_parameters() == 8192 * 256 + 6 * per_layer == 6_843_392
 
 
-def saved_activation_bytes(cfg: ModelConfig, batch: int, seq: int, autocast: bool = True,
-                           checkpointing: bool = False) -> int:
-    """Bytes of the tensors autograd saves in a bf16-autocast (or fp32) forward of the blocks, weights excluded,
-    with or without genesis-train's activation checkpointing."""
-    model = GenesisLM(cfg).train()
-    if checkpointing:
-        apply_activation_checkpointing(model.blocks)
-    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    ids = torch.randint(0, cfg.vocab_size, (batch, seq))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            model.hidden_states(ids)
-    return sum(nbytes for pointer, nbytes in saved.items() if pointer not in parameters)
-
-
 @pytest.mark.parametrize("autocast", [True, False], ids=["bf16-autocast", "fp32"])
 @pytest.mark.parametrize("norm_position", ["deepnorm", "prenorm"])
-def test_activation_estimate_matches_saved_tensors(norm_position, autocast):
-    """The per-token, per-layer estimate equals what autograd really keeps (differencing 2 and 1 layers)."""
+def test_activation_estimate_matches_saved_tensors(norm_position, autocast, hidden_states_saved_bytes):
+    """The per-token, per-layer estimate equals what autograd really keeps (differencing 2 and 1 layers; with
+    genesis-train's activation checkpointing: tests/genesis_train/test_activation_checkpointing.py)."""
     batch, seq = 2, 32
     configs = [ModelConfig.from_preset("tiny", n_layers=n, norm_position=norm_position) for n in (1, 2)]
-    per_layer = (saved_activation_bytes(configs[1], batch, seq, autocast)
-                 - saved_activation_bytes(configs[0], batch, seq, autocast))
+    per_layer = (hidden_states_saved_bytes(GenesisLM(configs[1]).train(), batch, seq, autocast)
+                 - hidden_states_saved_bytes(GenesisLM(configs[0]).train(), batch, seq, autocast))
     # Autocast keeps a bf16 copy of each matrix (the norms are not cast); fp32 training saves the weights themselves.
     weight_copies = 2 * configs[0].layer_parameters() - 2 * 2 * configs[0].d_model if autocast else 0
     measured = (per_layer - weight_copies) / (batch * seq)
     assert measured == pytest.approx(activation_bytes_per_token_per_layer(configs[0], autocast), rel=0.01)
-    per_layer = (saved_activation_bytes(configs[1], batch, seq, checkpointing=True)
-                 - saved_activation_bytes(configs[0], batch, seq, checkpointing=True))
-    assert per_layer == batch * seq * configs[0].d_model * 4  # only the fp32 block input
 
 
 def test_training_memory_parts():

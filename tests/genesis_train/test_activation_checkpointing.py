@@ -1,6 +1,8 @@
 """Activation checkpointing, applied by genesis-train from outside the model: the same loss and gradients as the
-plain model, the same parameter names (checkpoints do not depend on it), and fewer saved activations."""
+plain model, the same parameter names (checkpoints do not depend on it), and fewer saved activations: per block only
+its fp32 input, what genesis_model.config's checkpointed estimate counts."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -32,3 +34,19 @@ def test_recomputed_blocks_give_the_same_loss_and_gradients_under_the_same_names
         for name, grad in grads.items():
             torch.testing.assert_close(grad, plain_grads[name], rtol=1e-12, atol=1e-12, msg=name)
         assert saved < plain_saved / 2
+
+
+def checkpointed(cfg: ModelConfig) -> GenesisLM:
+    model = GenesisLM(cfg).train()
+    apply_activation_checkpointing(model.blocks)
+    return model
+
+
+@pytest.mark.parametrize("norm_position", ["deepnorm", "prenorm"])
+def test_a_recomputed_block_keeps_only_its_fp32_input(norm_position, hidden_states_saved_bytes):
+    """In a bf16-autocast forward, differencing 2 and 1 layers, as genesis-model's test of the plain estimate does."""
+    batch, seq = 2, 32
+    configs = [ModelConfig.from_preset("tiny", n_layers=n, norm_position=norm_position) for n in (1, 2)]
+    per_layer = (hidden_states_saved_bytes(checkpointed(configs[1]), batch, seq)
+                 - hidden_states_saved_bytes(checkpointed(configs[0]), batch, seq))
+    assert per_layer == batch * seq * configs[0].d_model * 4
